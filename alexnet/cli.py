@@ -1,0 +1,170 @@
+"""The `alexnet` command: train, evaluate, summary, samples.
+
+Exit status: 0 on success, 2 for a usage error, 1 for any other failure. Errors
+are one line on stderr; `--debug` shows the traceback instead.
+"""
+
+import argparse
+import sys
+
+from alexnet import __version__
+from alexnet.config import TrainConfig
+from alexnet.errors import AlexnetError
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, received {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, received {text}")
+    return value
+
+
+def _size(text):
+    """Parses 'N' or 'HxW' into (height, width)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected N or HxW, received {text!r}")
+    sides = tuple(_positive_int(p) for p in parts)
+    return sides * 2 if len(sides) == 1 else sides
+
+
+def _model_names():
+    return ["alexnet", "alexnet-lrn"]  # kept in step with alexnet.models.MODELS by a test
+
+
+def build_parser():
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="alexnet", description="AlexNet on CIFAR-10 with Keras 3: train, evaluate, inspect.")
+    parser.add_argument("--version", action="version", version=f"alexnet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model and write a run folder",
+                                description="Train AlexNet; every default is the tutorial's.")
+    train.add_argument("--data", default=defaults.data,
+                       help="'cifar10' (keras.datasets download), an image folder (train/<class>/*, "
+                            "test/<class>/*), a cifar-10-batches-py folder, or a .tar.gz/.zip of one "
+                            "(default: %(default)s)")
+    train.add_argument("--model", default=defaults.model, choices=_model_names(), help="(default: %(default)s)")
+    train.add_argument("--epochs", type=_positive_int, default=defaults.epochs, help="(default: %(default)s)")
+    train.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, help="(default: %(default)s)")
+    train.add_argument("--lr", type=_positive_float, default=defaults.lr, help="SGD learning rate (default: %(default)s)")
+    train.add_argument("--image-size", type=_positive_int, default=defaults.image_size,
+                       help="side of the images the network sees, in pixels; 67 is the smallest (default: %(default)s)")
+    train.add_argument("--val-size", type=_positive_int, default=None,
+                       help="validation images held out of the training images "
+                            "(default: 5000, or N/9 with --limit-train N)")
+    train.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
+    train.add_argument("--limit-train", type=_positive_int, default=None, metavar="N",
+                       help="use at most N training images (after validation is taken out)")
+    train.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
+                       help="use a seeded random sample of N test images")
+    train.add_argument("--storage-size", type=_size, default=None, metavar="N|HxW",
+                       help="size images are stored at before the model resizes them "
+                            "(default: the source's own, for folders the most common size)")
+    train.add_argument("--strict", action="store_true", help="unreadable image files are an error, not skipped")
+    train.add_argument("--run-dir", default=None, help="the run's folder (default: runs/<timestamp>-<model>)")
+    train.add_argument("--overwrite", action="store_true", help="let --run-dir replace a folder that holds a run")
+
+    evaluate = commands.add_parser("evaluate", help="test a trained model",
+                                   description="Evaluate a run folder's model on its own test split, "
+                                               "or a model on the test part of --data.")
+    evaluate.add_argument("target", metavar="RUN_DIR_OR_MODEL")
+    evaluate.add_argument("--data", default=None, help="data to test on (default: the run's own)")
+    evaluate.add_argument("--limit-test", type=_positive_int, default=None, metavar="N")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+
+    summary = commands.add_parser("summary", help="print a model's layers and parameter count")
+    summary.add_argument("--model", default=defaults.model, choices=_model_names())
+    summary.add_argument("--image-size", type=_positive_int, default=defaults.image_size)
+    summary.add_argument("--num-classes", type=_positive_int, default=10)
+    summary.add_argument("--input-size", type=_size, default=(32, 32), metavar="N|HxW",
+                         help="size of the stored images the model takes (default: 32)")
+
+    samples = commands.add_parser("samples", help="draw a grid of training images titled with their classes")
+    samples.add_argument("--data", default=defaults.data)
+    samples.add_argument("--out", default="samples.png", help="PNG file to write (default: %(default)s)")
+    samples.add_argument("--count", type=_positive_int, default=20)
+    samples.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _train(args):
+    from alexnet.train import train
+
+    settings = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
+    train(TrainConfig(**settings))
+
+
+def _evaluate(args):
+    from alexnet.evaluate import evaluate
+
+    metrics = evaluate(args.target, data=args.data, batch_size=args.batch_size, limit_test=args.limit_test)
+    print(f"Test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
+          f"on {metrics['test_images']} images")
+
+
+def _summary(args):
+    from alexnet.errors import UsageError
+    from alexnet.models import build_model
+
+    try:
+        model = build_model(args.model, input_shape=(*args.input_size, 3), num_classes=args.num_classes,
+                            image_size=args.image_size)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    model.summary()
+    print(f"{args.model}: {model.count_params():,} parameters at {args.image_size}x{args.image_size}x3, "
+          f"{args.num_classes} classes")
+
+
+def _samples(args):
+    from alexnet.data import load_dataset
+    from alexnet.plots import sample_grid
+
+    dataset = load_dataset(args.data)
+    sample_grid(dataset.x_train, dataset.y_train, dataset.class_names, args.out, count=args.count, seed=args.seed)
+    print(f"Wrote {args.out}")
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "summary": _summary, "samples": _samples}
+
+
+def main(argv=None):
+    """Runs the CLI and returns its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits with status 2 on a usage error
+    try:
+        from alexnet.backend import load_keras
+
+        load_keras(quiet=not args.debug)
+        COMMANDS[args.command](args)
+    except AlexnetError as error:
+        if args.debug:
+            raise
+        print(f"alexnet: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("alexnet: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # anything unexpected: one line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"alexnet: error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    return 0

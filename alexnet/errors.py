@@ -1,0 +1,13 @@
+"""The two kinds of failure the CLI reports, each with its exit status."""
+
+
+class AlexnetError(Exception):
+    """A runtime failure with a message fit for the user (exit status 1)."""
+
+    exit_code = 1
+
+
+class UsageError(AlexnetError):
+    """A bad flag, path or setting: the user must change the command (exit status 2)."""
+
+    exit_code = 2

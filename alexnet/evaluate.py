@@ -1,0 +1,70 @@
+"""`alexnet evaluate`: test figures of a saved model, on the run's own test split or on other data."""
+
+from pathlib import Path
+
+from alexnet import runs
+from alexnet.config import TrainConfig
+from alexnet.errors import AlexnetError, UsageError
+
+
+def load_model(path):
+    """Loads a `.keras` model saved by `alexnet train`, with a clear error for a missing or bad file."""
+    import keras
+
+    import alexnet.layers  # noqa: F401  (registers the custom layers for deserialization)
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no model file at {path}")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many types for truncated or foreign files
+        raise AlexnetError(f"cannot load {path} as a Keras model ({type(error).__name__}: "
+                           f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from error
+
+
+def resolve_target(target):
+    """Returns (model path, the run's TrainConfig or None) for a run folder or a .keras file."""
+    target = Path(target)
+    if target.is_dir():
+        if not (target / runs.RUN_MARKER).is_file():
+            raise UsageError(f"{target} is not a run folder (no {runs.RUN_MARKER}); give a run folder or a .keras file")
+        settings = runs.read_json(target / runs.RUN_MARKER)["settings"]
+        return target / "model.keras", TrainConfig.from_dict(settings)
+    if not target.exists():
+        raise UsageError(f"no such run folder or model file: {target}")
+    return target, None
+
+
+def evaluate(target, data=None, batch_size=32, limit_test=None):
+    """Evaluates a run folder's model (or a .keras file) on a test split.
+
+    Without `data`, a run folder is evaluated on exactly the test split it was
+    trained with (same source, seed and --limit-test). With `data`, the test
+    part of that source is used, all of it or `limit_test` images of it.
+
+    Returns:
+        {"test_loss", "test_accuracy", "test_images"}.
+    """
+    from alexnet.data import load_dataset
+    from alexnet.pipeline import make_dataset
+    from alexnet.splits import test_indices
+
+    model_path, config = resolve_target(target)
+    if data is None and config is None:
+        raise UsageError("--data is needed to evaluate a bare model file (or give the run folder instead)")
+    seed = config.seed if config else 0
+    if data is None:
+        data, limit_test = config.data, config.limit_test if limit_test is None else limit_test
+    model = load_model(model_path)
+    dataset = load_dataset(data, storage_size=tuple(model.input_shape[1:3]), strict=config.strict if config else False)
+    classes = model.output_shape[-1]
+    if classes != len(dataset.class_names):
+        raise UsageError(f"the model predicts {classes} classes but {data} has {len(dataset.class_names)}")
+    rows = test_indices(len(dataset.x_test), seed, limit_test)
+    x_test, y_test = dataset.x_test[rows], dataset.y_test[rows]
+    from alexnet.train import compile_model
+
+    compile_model(model, config or TrainConfig())
+    loss, accuracy = model.evaluate(make_dataset(x_test, y_test, batch_size), verbose=0)
+    return {"test_loss": float(loss), "test_accuracy": float(accuracy), "test_images": len(x_test)}

@@ -1,0 +1,144 @@
+"""AlexNet builders: pure functions that return functional `keras.Model`s.
+
+The model takes raw uint8 images at their stored size (32x32x3 for CIFAR-10)
+and does the per-pixel work itself, on the device:
+
+    uint8 (B, 32, 32, 3) -> standardize -> resize (B, 227, 227, 3) -> AlexNet -> (B, classes)
+
+so the input pipeline only moves small uint8 arrays and a saved model takes
+the same raw images as training did.
+"""
+
+import keras
+from keras import layers
+
+from alexnet.layers import LocalResponseNormalization, PerImageStandardization
+
+# The spatial ops of the feature extractor, in order: (kernel, stride, padding).
+# Used to compute the smallest input that the network accepts.
+_SPATIAL_OPS = (
+    (11, 4, "valid"),  # conv1
+    (3, 2, "valid"),  # pool1
+    (5, 1, "same"),  # conv2
+    (3, 2, "valid"),  # pool2
+    (3, 1, "same"),  # conv3
+    (3, 1, "same"),  # conv4
+    (3, 1, "same"),  # conv5
+    (3, 2, "valid"),  # pool5
+)
+
+
+def feature_map_size(image_size):
+    """Returns the side of the last feature map for a square input, or 0 if it vanishes."""
+    size = image_size
+    for kernel, stride, padding in _SPATIAL_OPS:
+        if padding == "same":
+            size = -(-size // stride)
+        else:
+            size = (size - kernel) // stride + 1 if size >= kernel else 0
+        if size <= 0:
+            return 0
+    return size
+
+
+def min_image_size():
+    """Returns the smallest square image side that AlexNet accepts (67)."""
+    size = 1
+    while feature_map_size(size) < 1:
+        size += 1
+    return size
+
+
+def _check_args(input_shape, num_classes, image_size):
+    if len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):
+        raise ValueError(f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}")
+    if int(num_classes) < 2:
+        raise ValueError(f"`num_classes` must be at least 2. Received: num_classes={num_classes}")
+    if feature_map_size(image_size) < 1:
+        raise ValueError(
+            f"`image_size` is too small for AlexNet: the smallest that works is {min_image_size()}. "
+            f"Received: image_size={image_size}"
+        )
+
+
+def _conv_block(x, index, filters, kernel, strides, normalization, pool):
+    """conv -> ReLU -> normalization -> optional 3x3/2 max pooling, layers named by index."""
+    x = layers.Conv2D(
+        filters, kernel, strides=strides, padding="valid" if index == 1 else "same",
+        activation="relu", name=f"conv{index}",
+    )(x)
+    if normalization == "lrn":
+        x = LocalResponseNormalization(n=5, k=2.0, alpha=1e-4, beta=0.75, name=f"lrn{index}")(x)
+    else:
+        x = layers.BatchNormalization(name=f"bn{index}")(x)
+    if pool:
+        x = layers.MaxPooling2D(pool_size=3, strides=2, name=f"pool{index}")(x)
+    return x
+
+
+def _build(name, input_shape, num_classes, image_size, early_normalization, augmentation=None):
+    input_shape = tuple(int(d) for d in input_shape)
+    _check_args(input_shape, num_classes, image_size)
+    inputs = keras.Input(shape=input_shape, dtype="uint8", name="images")
+    x = inputs
+    if augmentation is not None:
+        x = augmentation(x)
+    x = PerImageStandardization(name="standardize")(x)
+    x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(x)
+    x = _conv_block(x, 1, 96, 11, 4, early_normalization, pool=True)  # (B, 55, 55, 96) at 227
+    x = _conv_block(x, 2, 256, 5, 1, early_normalization, pool=True)  # (B, 27, 27, 256)
+    x = _conv_block(x, 3, 384, 3, 1, "batch", pool=False)  # (B, 13, 13, 384)
+    x = _conv_block(x, 4, 384, 3, 1, "batch", pool=False)
+    x = _conv_block(x, 5, 256, 3, 1, "batch", pool=True)  # (B, 6, 6, 256)
+    x = layers.Flatten(name="flatten")(x)  # (B, 9216) at 227
+    x = layers.Dense(4096, activation="relu", name="fc1")(x)
+    x = layers.Dropout(0.5, name="drop1")(x)
+    x = layers.Dense(4096, activation="relu", name="fc2")(x)
+    x = layers.Dropout(0.5, name="drop2")(x)
+    # Softmax in float32 even under mixed precision, for a stable loss.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def alexnet(input_shape=(32, 32, 3), num_classes=10, image_size=227, augmentation=None):
+    """The tutorial's AlexNet, with batch normalization after every convolution.
+
+    58,327,818 parameters for 10 classes at any `image_size` whose last feature
+    map is 6x6 (227 included).
+
+    Args:
+        input_shape: Shape of one stored uint8 image, (height, width, channels).
+        num_classes: Number of classes of the softmax output.
+        image_size: Side of the square images that the convolutions see; the
+            model resizes its input to it.
+        augmentation: Optional layer applied to the raw images first (active in
+            training only).
+
+    Returns:
+        A `keras.Model` that maps uint8 images to class probabilities.
+
+    Raises:
+        ValueError: If an argument is out of range, such as an `image_size` too
+            small for the network.
+    """
+    return _build("alexnet", input_shape, num_classes, image_size, "batch", augmentation)
+
+
+def alexnet_lrn(input_shape=(32, 32, 3), num_classes=10, image_size=227, augmentation=None):
+    """AlexNet with the paper's local response normalization after conv1 and conv2.
+
+    LRN (k=2, n=5, alpha=1e-4, beta=0.75) takes the place of batch normalization
+    after the first two convolutions; convolutions 3 to 5 keep theirs. Same
+    arguments as `alexnet`; 58,326,410 parameters at 227 (LRN has no weights).
+    """
+    return _build("alexnet_lrn", input_shape, num_classes, image_size, "lrn", augmentation)
+
+
+MODELS = {"alexnet": alexnet, "alexnet-lrn": alexnet_lrn}
+
+
+def build_model(name, **kwargs):
+    """Builds a model by its CLI name (a key of `MODELS`)."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model. Expected one of {sorted(MODELS)}. Received: name={name!r}")
+    return MODELS[name](**kwargs)

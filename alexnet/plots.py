@@ -1,0 +1,79 @@
+"""Pictures of the data and of training, written as PNG files (no display needed)."""
+
+import csv
+import io
+import math
+
+import numpy as np
+
+from alexnet.runs import write_atomic
+
+
+def _save(figure, path):
+    """Renders a matplotlib Figure to PNG and writes it atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    write_atomic(path, buffer.getvalue())
+
+
+def sample_grid(images, labels, class_names, path, count=20, columns=5, seed=0):
+    """Draws a grid of images, each titled with its class name (the tutorial's look at the data).
+
+    Args:
+        images: uint8 images (N, H, W, C).
+        labels: int labels (N,).
+        class_names: names in label order.
+        path: PNG file to write.
+        count: how many images to show (a seeded random sample).
+        columns: images per row.
+        seed: chooses the sample.
+    """
+    from matplotlib.figure import Figure
+
+    count = min(count, len(images))
+    chosen = np.random.default_rng(seed).choice(len(images), size=count, replace=False)
+    rows = math.ceil(count / columns)
+    figure = Figure(figsize=(2 * columns, 2.2 * rows))
+    for slot, i in enumerate(chosen):
+        axes = figure.add_subplot(rows, columns, slot + 1)
+        image = images[i]
+        axes.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
+        axes.set_title(class_names[int(labels[i])], fontsize=10)
+        axes.axis("off")
+    _save(figure, path)
+
+
+def read_history(path):
+    """Reads Keras's CSVLogger file into {column: [float per epoch]}."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def training_curves(history, path):
+    """Plots loss and accuracy per epoch, training against validation.
+
+    Args:
+        history: {"epoch": [...], "loss": [...], "val_loss": [...], "accuracy": [...], ...}.
+        path: PNG file to write.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [int(e) + 1 for e in history.get("epoch", range(len(history["loss"])))]
+    figure = Figure(figsize=(11, 4))
+    for index, metric in enumerate(("loss", "accuracy")):
+        axes = figure.add_subplot(1, 2, index + 1)
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if key in history:
+                axes.plot(epochs, history[key], marker="o", label=label)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(metric)
+        axes.set_title(metric)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    _save(figure, path)

@@ -1,0 +1,113 @@
+"""Train / validation / test splits: seeded, disjoint, checked."""
+
+import dataclasses
+import hashlib
+import sys
+
+import numpy as np
+
+from alexnet.errors import AlexnetError, UsageError
+
+TUTORIAL_VAL_SIZE = 5000  # images held out of CIFAR-10's 50,000 training images
+TUTORIAL_VAL_RATIO = 9  # 45,000 train : 5,000 validation
+
+
+@dataclasses.dataclass
+class Splits:
+    """The three splits as uint8 images and int64 labels, with their indices into the source."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list
+    train_index: np.ndarray  # rows of the source's training images
+    val_index: np.ndarray  # rows of the source's training images
+    test_index: np.ndarray  # rows of the source's test images
+    test_duplicates: int = 0  # test images that also appear, pixel for pixel, in train or validation
+
+
+def resolve_val_size(val_size, limit_train):
+    """The validation size: as given, else 5,000, or N/9 of a training split capped at N."""
+    if val_size is not None:
+        return val_size
+    if limit_train is not None:
+        return max(1, limit_train // TUTORIAL_VAL_RATIO)
+    return TUTORIAL_VAL_SIZE
+
+
+def make_splits(dataset, val_size=None, seed=0, limit_train=None, limit_test=None):
+    """Splits a `Dataset` into train, validation and test.
+
+    The validation images are a seeded random sample of the source's training
+    images; the training split is the rest, capped at `limit_train`; the test
+    split is the source's test images, a seeded random sample of `limit_test`
+    of them if given (never the first N, which in a class-sorted folder would
+    be a single class).
+
+    Raises:
+        UsageError: If the sizes do not fit the data.
+        AlexnetError: If the splits are not disjoint.
+    """
+    n_train, n_test = len(dataset.x_train), len(dataset.x_test)
+    val_size = resolve_val_size(val_size, limit_train)
+    if val_size < 1 or val_size >= n_train:
+        raise UsageError(f"--val-size must be between 1 and {n_train - 1} (the source has {n_train} "
+                         f"training images). Received: {val_size}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_train)
+    val_index, train_index = order[:val_size], order[val_size:]
+    if limit_train is not None:
+        if limit_train > len(train_index):
+            print(f"note: --limit-train {limit_train} is more than the {len(train_index)} training images "
+                  "left after validation; using all of them", file=sys.stderr)
+        train_index = train_index[:limit_train]
+    test_index = test_indices(n_test, seed, limit_test)
+    train_index, val_index = np.sort(train_index), np.sort(val_index)
+
+    splits = Splits(
+        dataset.x_train[train_index], dataset.y_train[train_index],
+        dataset.x_train[val_index], dataset.y_train[val_index],
+        dataset.x_test[test_index], dataset.y_test[test_index],
+        list(dataset.class_names), train_index, val_index, test_index,
+    )
+    splits.test_duplicates = check_disjoint(splits)
+    return splits
+
+
+def test_indices(n_test, seed=0, limit_test=None):
+    """Rows of the test split: all of them, or a seeded random sample of `limit_test` rows, sorted."""
+    if limit_test is None or limit_test >= n_test:
+        return np.arange(n_test)
+    return np.sort(np.random.default_rng([seed, 1]).permutation(n_test)[:limit_test])
+
+
+def _digest(image):
+    return hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+
+
+def check_disjoint(splits, max_test_duplicates=0.01):
+    """Checks that no image is in two splits; returns the number of test images also seen in training.
+
+    Train and validation come from the same pool, so their index sets must not
+    meet. The test images come from another pool; a few may still equal a
+    training image pixel for pixel (CIFAR-10 itself has some), which is
+    reported. More than `max_test_duplicates` of them means the test folder
+    largely repeats the training one, and the test figures would be
+    meaningless: that is an error.
+
+    Raises:
+        AlexnetError: If the splits overlap.
+    """
+    shared = np.intersect1d(splits.train_index, splits.val_index)
+    if len(shared):
+        raise AlexnetError(f"internal error: {len(shared)} images are in both the training and validation splits")
+    seen = {_digest(image) for part in (splits.x_train, splits.x_val) for image in part}
+    duplicates = sum(_digest(image) in seen for image in splits.x_test)
+    if duplicates > max_test_duplicates * max(1, len(splits.x_test)):
+        raise AlexnetError(f"{duplicates} of {len(splits.x_test)} test images also appear in the training or "
+                           "validation split: the test set would not measure generalization. "
+                           "Check that test/ and train/ hold different images.")
+    return int(duplicates)

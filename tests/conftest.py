@@ -1,0 +1,45 @@
+"""Shared fixtures: a small real slice of CIFAR-10 and a private cache folder."""
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ARCHIVE = Path(os.environ.get("ALEXNET_TEST_ARCHIVE",
+                              Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Keeps decoded-data caches of the tests out of the user's ~/.cache."""
+    previous = os.environ.get("ALEXNET_CACHE_DIR")
+    os.environ["ALEXNET_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ALEXNET_CACHE_DIR", None)
+    else:
+        os.environ["ALEXNET_CACHE_DIR"] = previous
+
+
+def extract_slice(archive, target, train_per_class, test_per_class):
+    """Extracts the first N images of each class from the CIFAR-10 JPEG archive into target/."""
+    limits = {"train": train_per_class, "test": test_per_class}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            parts = Path(member.name).parts  # cifar10-jpeg/train/cat/0001.jpg
+            if not member.isfile() or len(parts) != 4 or parts[1] not in limits:
+                continue
+            if int(Path(parts[3]).stem) < limits[parts[1]]:
+                destination = target / parts[1] / parts[2] / parts[3]
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                destination.write_bytes(tar.extractfile(member).read())
+    return target
+
+
+@pytest.fixture(scope="session")
+def cifar_slice(tmp_path_factory):
+    """A real image folder: 100 training and 30 test images of each CIFAR-10 class."""
+    if not ARCHIVE.is_file():
+        pytest.skip(f"CIFAR-10 archive not found at {ARCHIVE} (set ALEXNET_TEST_ARCHIVE)")
+    return extract_slice(ARCHIVE, tmp_path_factory.mktemp("cifar10-slice"), 100, 30)

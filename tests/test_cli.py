@@ -1,0 +1,127 @@
+"""End to end: the `alexnet` command on a real slice of CIFAR-10."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet.cli import main
+
+RUN_FILES = ["config.json", "history.csv", "model.keras", "metrics.json", "samples.png", "curves.png"]
+
+
+def _scalars(log_dir):
+    """Reads {tag: [value per step]} from the TensorBoard event files in log_dir."""
+    import tensorflow as tf
+
+    values = {}
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
+    return values
+
+
+@pytest.fixture(scope="module")
+def trained_run(cifar_slice, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "small"
+    code = main(["train", "--data", str(cifar_slice), "--epochs", "2", "--limit-train", "450", "--limit-test", "200",
+                 "--image-size", "67", "--lr", "0.01", "--batch-size", "32", "--run-dir", str(run_dir)])
+    assert code == 0
+    return run_dir
+
+
+def test_train_writes_the_whole_run_folder(trained_run):
+    for name in RUN_FILES:
+        assert (trained_run / name).is_file() and (trained_run / name).stat().st_size > 0, name
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["settings"]["epochs"] == 2 and config["settings"]["image_size"] == 67
+    assert config["data"]["train"] == 450 and config["data"]["validation"] == 50 and config["data"]["test"] == 200
+    assert config["environment"]["backend"] == "tensorflow" and config["environment"]["keras"]
+    history = (trained_run / "history.csv").read_text().splitlines()
+    assert history[0].split(",") == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert len(history) == 3  # header + one row an epoch
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])
+    assert metrics["test_images"] == 200
+    for name in ("samples.png", "curves.png"):
+        with Image.open(trained_run / name) as image:
+            assert image.format == "PNG" and image.width > 300
+
+
+def test_tensorboard_logs_hold_the_four_curves(trained_run):
+    train = _scalars(trained_run / "logs" / "train")
+    validation = _scalars(trained_run / "logs" / "validation")
+    for scalars in (train, validation):
+        assert len(scalars["epoch_loss"]) == 2 and len(scalars["epoch_accuracy"]) == 2
+    history = np.genfromtxt(trained_run / "history.csv", delimiter=",", names=True)
+    np.testing.assert_allclose(validation["epoch_accuracy"], history["val_accuracy"], rtol=1e-6)
+
+
+def test_evaluate_reproduces_the_test_accuracy(trained_run, capsys):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert main(["evaluate", str(trained_run)]) == 0
+    out = capsys.readouterr().out
+    assert f"Test accuracy {metrics['test_accuracy']:.4f}" in out and "on 200 images" in out
+
+
+def test_evaluate_a_model_file_on_other_data(trained_run, cifar_slice, capsys):
+    assert main(["evaluate", str(trained_run / "model.keras"), "--data", str(cifar_slice),
+                 "--limit-test", "50"]) == 0
+    assert "on 50 images" in capsys.readouterr().out
+
+
+def test_a_folder_that_holds_a_run_is_not_overwritten(trained_run, cifar_slice, capsys):
+    before = (trained_run / "metrics.json").read_text()
+    code = main(["train", "--data", str(cifar_slice), "--run-dir", str(trained_run), "--epochs", "1",
+                 "--image-size", "67", "--limit-train", "100"])
+    assert code == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (trained_run / "metrics.json").read_text() == before
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["train", "--epochs", "0"], 2, "--epochs: must be a positive integer"),
+    (["train", "--lr", "-1"], 2, "--lr: must be a positive number"),
+    (["train", "--model", "vgg"], 2, "invalid choice: 'vgg'"),
+    (["train", "--image-size", "50"], 2, "the smallest that works is 67"),
+    (["train", "--data", "/does/not/exist"], 2, "no such file or folder"),
+    (["evaluate", "/does/not/exist"], 2, "no such run folder or model file"),
+])
+def test_usage_errors(argv, code, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        result = main(argv)
+        raise SystemExit(result)
+    assert exit_info.value.code == code
+    assert message in capsys.readouterr().err
+
+
+def test_batch_larger_than_training_split(cifar_slice, tmp_path, capsys):
+    code = main(["train", "--data", str(cifar_slice), "--limit-train", "20", "--batch-size", "64",
+                 "--image-size", "67", "--run-dir", str(tmp_path / "r")])
+    assert code == 2
+    assert "larger than the training split (20 images)" in capsys.readouterr().err
+
+
+def test_summary_prints_the_parameter_count(capsys):
+    assert main(["summary"]) == 0
+    assert "alexnet: 58,327,818 parameters at 227x227x3, 10 classes" in capsys.readouterr().out
+
+
+def test_samples_draws_a_grid(cifar_slice, tmp_path):
+    out = tmp_path / "grid.png"
+    assert main(["samples", "--data", str(cifar_slice), "--out", str(out), "--count", "8"]) == 0
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+
+
+def test_console_errors_are_one_line_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "alexnet", "evaluate", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"alexnet: error: {tmp_path} is not a run folder (no config.json); give a run folder or a .keras file"]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,37 @@
+import numpy as np
+
+from alexnet.pipeline import make_dataset
+
+
+def _data(n=10):
+    images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) * np.ones((1, 4, 4, 3), dtype=np.uint8)
+    return images, np.arange(n)
+
+
+def _epoch(dataset):
+    return [(np.asarray(x), np.asarray(y)) for x, y in dataset]
+
+
+def test_batches_stay_uint8_and_keep_images_with_their_labels():
+    images, labels = _data()
+    batches = _epoch(make_dataset(images, labels, batch_size=4, shuffle=True, seed=0))
+    assert [len(y) for _, y in batches] == [4, 4, 2]
+    for x, y in batches:
+        assert x.dtype == np.uint8 and x.shape[1:] == (4, 4, 3)
+        np.testing.assert_array_equal(x[:, 0, 0, 0], y)  # image i holds the value i
+
+
+def test_shuffle_covers_the_split_and_changes_every_epoch():
+    images, labels = _data(50)
+    dataset = make_dataset(images, labels, batch_size=50, shuffle=True, seed=1)
+    first, second = (_epoch(dataset)[0][1] for _ in range(2))
+    assert sorted(first) == list(range(50)) and sorted(second) == list(range(50))
+    assert not np.array_equal(first, second)
+    again = _epoch(make_dataset(images, labels, batch_size=50, shuffle=True, seed=1))[0][1]
+    np.testing.assert_array_equal(first, again)  # seeded
+
+
+def test_without_shuffle_the_order_is_kept():
+    images, labels = _data(7)
+    order = np.concatenate([y for _, y in _epoch(make_dataset(images, labels, batch_size=3))])
+    np.testing.assert_array_equal(order, np.arange(7))
