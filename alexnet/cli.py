@@ -54,31 +54,36 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model and write a run folder",
-                                description="Train AlexNet; every default is the tutorial's.")
-    train.add_argument("--data", default=defaults.data,
-                       help="'cifar10' (keras.datasets download), an image folder (train/<class>/*, "
-                            "test/<class>/*), a cifar-10-batches-py folder, or a .tar.gz/.zip of one "
-                            "(default: %(default)s)")
-    train.add_argument("--model", default=defaults.model, choices=_model_names(), help="(default: %(default)s)")
-    train.add_argument("--epochs", type=_positive_int, default=defaults.epochs, help="(default: %(default)s)")
-    train.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, help="(default: %(default)s)")
-    train.add_argument("--lr", type=_positive_float, default=defaults.lr, help="SGD learning rate (default: %(default)s)")
-    train.add_argument("--image-size", type=_positive_int, default=defaults.image_size,
-                       help="side of the images the network sees, in pixels; 67 is the smallest (default: %(default)s)")
-    train.add_argument("--val-size", type=_positive_int, default=None,
+                                description="Train AlexNet; every default is the tutorial's.",
+                                argument_default=argparse.SUPPRESS)  # so --resume can tell which flags were given
+    train.add_argument("--data", help="'cifar10' (keras.datasets download), an image folder (train/<class>/*, "
+                                      "test/<class>/*), a cifar-10-batches-py folder, or a .tar.gz/.zip of one "
+                                      f"(default: {defaults.data})")
+    train.add_argument("--model", choices=_model_names(), help=f"(default: {defaults.model})")
+    train.add_argument("--epochs", type=_positive_int, help=f"(default: {defaults.epochs})")
+    train.add_argument("--batch-size", type=_positive_int, help=f"(default: {defaults.batch_size})")
+    train.add_argument("--lr", type=_positive_float, help=f"SGD learning rate (default: {defaults.lr})")
+    train.add_argument("--image-size", type=_positive_int,
+                       help=f"side of the images the network sees, in pixels; 67 is the smallest "
+                            f"(default: {defaults.image_size})")
+    train.add_argument("--val-size", type=_positive_int,
                        help="validation images held out of the training images "
                             "(default: 5000, or N/9 with --limit-train N)")
-    train.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
-    train.add_argument("--limit-train", type=_positive_int, default=None, metavar="N",
+    train.add_argument("--seed", type=int, help=f"seeds splits, shuffling, initialization, dropout "
+                                                f"(default: {defaults.seed})")
+    train.add_argument("--limit-train", type=_positive_int, metavar="N",
                        help="use at most N training images (after validation is taken out)")
-    train.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
+    train.add_argument("--limit-test", type=_positive_int, metavar="N",
                        help="use a seeded random sample of N test images")
-    train.add_argument("--storage-size", type=_size, default=None, metavar="N|HxW",
+    train.add_argument("--storage-size", type=_size, metavar="N|HxW",
                        help="size images are stored at before the model resizes them "
                             "(default: the source's own, for folders the most common size)")
     train.add_argument("--strict", action="store_true", help="unreadable image files are an error, not skipped")
-    train.add_argument("--run-dir", default=None, help="the run's folder (default: runs/<timestamp>-<model>)")
+    train.add_argument("--run-dir", help="the run's folder (default: runs/<timestamp>-<model>)")
     train.add_argument("--overwrite", action="store_true", help="let --run-dir replace a folder that holds a run")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue a stopped run from its last completed epoch, with its own settings "
+                            "(only --epochs may be given, to train a run further)")
 
     evaluate = commands.add_parser("evaluate", help="test a trained model",
                                    description="Evaluate a run folder's model on its own test split, "
@@ -87,6 +92,15 @@ def build_parser():
     evaluate.add_argument("--data", default=None, help="data to test on (default: the run's own)")
     evaluate.add_argument("--limit-test", type=_positive_int, default=None, metavar="N")
     evaluate.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    evaluate.add_argument("--out", default=None, metavar="DIR",
+                          help="folder for report.json, report.md, confusion.png, mistakes.png "
+                               "(default: evaluation/ beside the model)")
+
+    predict = commands.add_parser("predict", help="top classes of a model for image files")
+    predict.add_argument("target", metavar="RUN_DIR_OR_MODEL")
+    predict.add_argument("images", metavar="IMAGE", nargs="+")
+    predict.add_argument("--top-k", type=_positive_int, default=3)
+    predict.add_argument("--json", action="store_true", help="print one JSON document")
 
     summary = commands.add_parser("summary", help="print a model's layers and parameter count")
     summary.add_argument("--model", default=defaults.model, choices=_model_names())
@@ -104,18 +118,46 @@ def build_parser():
 
 
 def _train(args):
+    from alexnet.errors import UsageError
     from alexnet.train import train
 
-    settings = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
-    train(TrainConfig(**settings))
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
+    resume = given.pop("resume", None)
+    if resume is None:
+        return train(TrainConfig(**given))
+    extra = sorted(set(given) - {"epochs"})
+    if extra:
+        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+        raise UsageError(f"--resume continues a run with its own settings; only --epochs may change. Received: {flags}")
+    return train(resume=resume, epochs=given.get("epochs"))
 
 
 def _evaluate(args):
     from alexnet.evaluate import evaluate
 
-    metrics = evaluate(args.target, data=args.data, batch_size=args.batch_size, limit_test=args.limit_test)
-    print(f"Test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
+    metrics = evaluate(args.target, data=args.data, batch_size=args.batch_size, limit_test=args.limit_test,
+                       out=args.out)
+    top5 = f", top-5 {metrics['top5_accuracy']:.4f}" if "top5_accuracy" in metrics else ""
+    print(f"Test accuracy {metrics['top1_accuracy']:.4f}{top5}, test loss {metrics['test_loss']:.4f} "
           f"on {metrics['test_images']} images")
+    print(f"Report: {metrics['out']}/report.md")
+
+
+def _predict(args):
+    import json
+
+    from alexnet.predict import predict
+
+    results = predict(args.target, args.images, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    for result in results:
+        if "error" in result:
+            print(f"alexnet: error: {result['file']}: {result['error']}", file=sys.stderr)
+        elif not args.json:
+            answers = ", ".join(f"{p['class']} {p['probability']:.1%}" for p in result["predictions"])
+            print(f"{result['file']}: {answers}")
+    return 1 if any("error" in r for r in results) else 0
 
 
 def _summary(args):
@@ -141,7 +183,7 @@ def _samples(args):
     print(f"Wrote {args.out}")
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "summary": _summary, "samples": _samples}
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary, "samples": _samples}
 
 
 def main(argv=None):
@@ -152,7 +194,7 @@ def main(argv=None):
         from alexnet.backend import load_keras
 
         load_keras(quiet=not args.debug)
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except AlexnetError as error:
         if args.debug:
             raise
@@ -167,4 +209,4 @@ def main(argv=None):
         print(f"alexnet: error: {type(error).__name__}: {error} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0

@@ -11,3 +11,9 @@ class UsageError(AlexnetError):
     """A bad flag, path or setting: the user must change the command (exit status 2)."""
 
     exit_code = 2
+
+
+class Interrupted(AlexnetError):
+    """The user pressed Ctrl-C; what was saved is kept (exit status 130, as for SIGINT)."""
+
+    exit_code = 130

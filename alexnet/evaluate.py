@@ -36,18 +36,27 @@ def resolve_target(target):
     return target, None
 
 
-def evaluate(target, data=None, batch_size=32, limit_test=None):
-    """Evaluates a run folder's model (or a .keras file) on a test split.
+def evaluate(target, data=None, batch_size=32, limit_test=None, out=None):
+    """Evaluates a run folder's model (or a .keras file) on a test split and writes a report.
 
     Without `data`, a run folder is evaluated on exactly the test split it was
-    trained with (same source, seed and --limit-test). With `data`, the test
-    part of that source is used, all of it or `limit_test` images of it.
+    trained with (same source, seed and --limit-test), so the figures equal its
+    metrics.json. With `data`, the test part of that source is used, all of it
+    or `limit_test` images of it.
+
+    Args:
+        target: a run folder or a .keras file.
+        data: a `--data` value, or None for the run's own.
+        batch_size: images per prediction batch.
+        limit_test: a cap on test images (seeded sample).
+        out: folder for report.json, report.md, confusion.png, mistakes.png;
+            default: `evaluation/` beside the model.
 
     Returns:
-        {"test_loss", "test_accuracy", "test_images"}.
+        The report's metrics, with "out" (the folder written).
     """
     from alexnet.data import load_dataset
-    from alexnet.pipeline import make_dataset
+    from alexnet.report import write_report
     from alexnet.splits import test_indices
 
     model_path, config = resolve_target(target)
@@ -62,9 +71,8 @@ def evaluate(target, data=None, batch_size=32, limit_test=None):
     if classes != len(dataset.class_names):
         raise UsageError(f"the model predicts {classes} classes but {data} has {len(dataset.class_names)}")
     rows = test_indices(len(dataset.x_test), seed, limit_test)
-    x_test, y_test = dataset.x_test[rows], dataset.y_test[rows]
-    from alexnet.train import compile_model
-
-    compile_model(model, config or TrainConfig())
-    loss, accuracy = model.evaluate(make_dataset(x_test, y_test, batch_size), verbose=0)
-    return {"test_loss": float(loss), "test_accuracy": float(accuracy), "test_images": len(x_test)}
+    out = Path(out) if out else model_path.parent / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = write_report(model, dataset.x_test[rows], dataset.y_test[rows], dataset.class_names, out,
+                           batch_size=batch_size)
+    return {**metrics, "out": str(out)}

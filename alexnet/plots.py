@@ -9,7 +9,7 @@ import numpy as np
 from alexnet.runs import write_atomic
 
 
-def _save(figure, path):
+def save_figure(figure, path):
     """Renders a matplotlib Figure to PNG and writes it atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -43,7 +43,7 @@ def sample_grid(images, labels, class_names, path, count=20, columns=5, seed=0):
         axes.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
         axes.set_title(class_names[int(labels[i])], fontsize=10)
         axes.axis("off")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def read_history(path):
@@ -76,4 +76,4 @@ def training_curves(history, path):
         axes.set_title(metric)
         axes.grid(alpha=0.3)
         axes.legend()
-    _save(figure, path)
+    save_figure(figure, path)

@@ -4,12 +4,16 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import tempfile
 from pathlib import Path
 
 from alexnet.errors import UsageError
 
 RUN_MARKER = "config.json"  # a folder holding this file holds a run
+# Everything a run writes in its folder; --overwrite removes these and nothing else.
+RUN_ENTRIES = ("config.json", "history.csv", "logs", "checkpoints", "model.keras", "best.keras", "metrics.json",
+               "samples.png", "curves.png", "report.json", "report.md", "confusion.png", "mistakes.png")
 
 
 def new_run_dir(run_dir, model, overwrite=False, root="runs"):
@@ -29,9 +33,16 @@ def new_run_dir(run_dir, model, overwrite=False, root="runs"):
         path = Path(run_dir).expanduser()
         if path.exists() and not path.is_dir():
             raise UsageError(f"--run-dir {run_dir} is a file, not a folder")
-        if (path / RUN_MARKER).exists() and not overwrite:
-            raise UsageError(f"--run-dir {run_dir} already holds a run; choose another folder "
-                             "or pass --overwrite to replace it")
+        if (path / RUN_MARKER).exists():
+            if not overwrite:
+                raise UsageError(f"--run-dir {run_dir} already holds a run; choose another folder, "
+                                 f"continue it with --resume {run_dir}, or pass --overwrite to replace it")
+            for name in RUN_ENTRIES:
+                entry = path / name
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink(missing_ok=True)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

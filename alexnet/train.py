@@ -1,11 +1,16 @@
-"""`alexnet train`: data -> splits -> model -> fit -> test -> the run folder."""
+"""`alexnet train`: data -> splits -> model -> fit -> test -> the run folder.
 
-import time
+A run survives a crash: each completed epoch leaves a checkpoint, and
+`alexnet train --resume RUN_DIR` continues from the last one.
+"""
+
+import csv
+import math
 from pathlib import Path
 
 from alexnet import plots, runs
 from alexnet.config import TrainConfig
-from alexnet.errors import UsageError
+from alexnet.errors import AlexnetError, Interrupted, UsageError
 
 
 def load_splits(config):
@@ -30,73 +35,159 @@ def compile_model(model, config):
     return model
 
 
-def train(config: TrainConfig):
-    """Runs one training run and returns (run folder, test metrics).
+def make_deterministic(seed):
+    """Seeds Python, NumPy and the backend, and asks TensorFlow for deterministic ops.
 
-    The run folder gets config.json, samples.png, logs/ (TensorBoard),
-    history.csv, model.keras, metrics.json and curves.png.
-
-    Raises:
-        UsageError: For settings that do not fit the data.
-        AlexnetError: For data that cannot be read.
+    Returns whether op determinism is on (TensorFlow backend only; on other
+    backends the seeds still fix splits, shuffling, initialization and dropout).
     """
-    config.validate()
     import keras
 
-    from alexnet.models import build_model
-    from alexnet.pipeline import make_dataset
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
-    keras.utils.set_random_seed(config.seed)
+        tf.config.experimental.enable_op_determinism()
+        return True
+    return False
+
+
+def _resume_config(run_dir, epochs):
+    """The config of the run in run_dir, with --epochs changed if given; refuses to extend a run silently."""
+    from alexnet.callbacks import latest_checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / runs.RUN_MARKER).is_file():
+        raise UsageError(f"--resume {run_dir}: not a run folder (no {runs.RUN_MARKER})")
+    stored = runs.read_json(run_dir / runs.RUN_MARKER)
+    config = TrainConfig.from_dict(stored["settings"])
+    done, _ = latest_checkpoint(run_dir)
+    finished = done >= config.epochs and (run_dir / "metrics.json").is_file()
+    if epochs is not None:
+        if epochs < done:
+            raise UsageError(f"--epochs {epochs} is fewer than the {done} epochs this run has completed")
+        config.epochs = epochs
+    elif finished:
+        raise UsageError(f"{run_dir} finished all {config.epochs} epochs; to train it further, "
+                         f"say how far: --resume {run_dir} --epochs N (N > {config.epochs})")
+    config.run_dir = str(run_dir)
+    stored["settings"] = config.to_dict()
+    runs.write_json(run_dir / runs.RUN_MARKER, stored)
+    return config
+
+
+def _best_val_accuracy(run_dir):
+    path = Path(run_dir) / "history.csv"
+    if not path.exists():
+        return -1.0
+    with open(path, newline="") as f:
+        values = [float(row["val_accuracy"]) for row in csv.DictReader(f) if row.get("val_accuracy")]
+    return max([v for v in values if math.isfinite(v)], default=-1.0)
+
+
+def train(config: TrainConfig = None, resume=None, epochs=None):
+    """Runs (or resumes) a training run and returns (run folder, test metrics).
+
+    Args:
+        config: the settings of a new run.
+        resume: the folder of a run to continue instead; its own settings are used.
+        epochs: with `resume`, a new total number of epochs.
+
+    Raises:
+        UsageError: For settings that do not fit the data or the run folder.
+        AlexnetError: For data that cannot be read, or a loss that became NaN.
+        Interrupted: On Ctrl-C, after saying how to resume.
+    """
+    from alexnet.backend import load_keras
+    from alexnet.callbacks import Checkpoints, EpochLog, latest_checkpoint, trim_logs
+    from alexnet.evaluate import load_model
+    from alexnet.models import build_model
+    keras = load_keras()
+    config = _resume_config(resume, epochs) if resume else config.validate()
+    deterministic = make_deterministic(config.seed)
     dataset, splits = load_splits(config)
     if config.batch_size > len(splits.x_train):
         raise UsageError(f"--batch-size {config.batch_size} is larger than the training split "
                          f"({len(splits.x_train)} images): no full step could run. Use a smaller batch size.")
-    run_dir = runs.new_run_dir(config.run_dir, config.model, overwrite=config.overwrite)
+
+    if resume:
+        run_dir = Path(config.run_dir)
+    else:
+        run_dir = runs.new_run_dir(config.run_dir, config.model, overwrite=config.overwrite)
+        data_info = {
+            "source": dataset.source, "class_names": splits.class_names,
+            "image_shape": list(splits.x_train.shape[1:]), "train": len(splits.x_train),
+            "validation": len(splits.x_val), "test": len(splits.x_test),
+            "test_images_also_in_training": splits.test_duplicates, "skipped_files": len(dataset.skipped),
+        }
+        environment = {**runs.environment(), "op_determinism": deterministic}
+        runs.write_json(run_dir / runs.RUN_MARKER,
+                        {"settings": config.to_dict(), "data": data_info, "environment": environment})
+        plots.sample_grid(splits.x_train, splits.y_train, splits.class_names, run_dir / "samples.png",
+                          seed=config.seed)
     print(f"Run folder: {run_dir}")
-    data_info = {
-        "source": dataset.source,
-        "class_names": splits.class_names,
-        "image_shape": list(splits.x_train.shape[1:]),
-        "train": len(splits.x_train),
-        "validation": len(splits.x_val),
-        "test": len(splits.x_test),
-        "test_images_also_in_training": splits.test_duplicates,
-        "skipped_files": len(dataset.skipped),
-    }
-    runs.write_json(run_dir / "config.json",
-                    {"settings": config.to_dict(), "data": data_info, "environment": runs.environment()})
-    print(f"Data: {data_info['train']} train, {data_info['validation']} validation, {data_info['test']} test "
-          f"images of {'x'.join(map(str, data_info['image_shape']))} from {dataset.source}")
-    plots.sample_grid(splits.x_train, splits.y_train, splits.class_names, run_dir / "samples.png", seed=config.seed)
+    print(f"Data: {len(splits.x_train)} train, {len(splits.x_val)} validation, {len(splits.x_test)} test images "
+          f"of {'x'.join(map(str, splits.x_train.shape[1:]))} from {dataset.source}")
 
-    model = build_model(config.model, input_shape=splits.x_train.shape[1:], num_classes=len(splits.class_names),
-                        image_size=config.image_size)
-    compile_model(model, config)
-    model.summary()
+    done, checkpoint = latest_checkpoint(run_dir)
+    trim_logs(run_dir, done)  # epochs logged after the checkpoint was taken are run again
+    if checkpoint is not None:
+        print(f"Resuming after epoch {done} of {config.epochs} from {checkpoint}")
+        model = load_model(checkpoint)
+    else:
+        model = build_model(config.model, input_shape=splits.x_train.shape[1:],
+                            num_classes=len(splits.class_names), image_size=config.image_size)
+        compile_model(model, config)
+        model.summary()
 
-    train_data = make_dataset(splits.x_train, splits.y_train, config.batch_size, shuffle=True, seed=config.seed)
+    if done < config.epochs:
+        _fit(keras, model, config, splits, run_dir, done,
+             [EpochLog(run_dir), Checkpoints(run_dir, _best_val_accuracy(run_dir)), keras.callbacks.TerminateOnNaN()])
+    return run_dir, _finish(model, config, splits, run_dir)
+
+
+def _fit(keras, model, config, splits, run_dir, done, callbacks):
+    from alexnet.pipeline import make_dataset
+
+    # A resumed run shuffles with another seed, so it does not replay the first epochs' orders.
+    train_data = make_dataset(splits.x_train, splits.y_train, config.batch_size, shuffle=True,
+                              seed=config.seed + done)
     val_data = make_dataset(splits.x_val, splits.y_val, config.batch_size)
-    callbacks = [
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    started = time.perf_counter()
-    model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks, verbose=1,
-              shuffle=False)  # the pipeline shuffles
-    train_seconds = time.perf_counter() - started
+    resume_hint = f"alexnet train --resume {run_dir}"
+    try:
+        history = model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done,
+                            callbacks=callbacks, verbose=1, shuffle=False)  # the pipeline shuffles
+    except KeyboardInterrupt:
+        from alexnet.callbacks import latest_checkpoint
 
-    model_path = run_dir / "model.keras"
-    tmp = runs.atomic_target(model_path)
-    model.save(tmp)
-    Path(tmp).replace(model_path)
+        completed, _ = latest_checkpoint(run_dir)
+        raise Interrupted(f"interrupted after {completed} completed epoch(s); everything up to there is saved. "
+                          f"Resume with: {resume_hint}") from None
+    losses = history.history.get("loss", [])
+    if not all(math.isfinite(v) for v in losses):  # TerminateOnNaN stopped the epoch
+        from alexnet.callbacks import latest_checkpoint
 
-    test_loss, test_accuracy = model.evaluate(make_dataset(splits.x_test, splits.y_test, config.batch_size),
-                                              verbose=0)
-    metrics = {"test_loss": float(test_loss), "test_accuracy": float(test_accuracy),
-               "test_images": len(splits.x_test), "train_seconds": round(train_seconds, 2)}
+        completed, checkpoint = latest_checkpoint(run_dir)
+        kept = f"the last good checkpoint ({checkpoint}, epoch {completed}) is kept" if checkpoint \
+            else "no epoch completed, so there is no checkpoint"
+        raise AlexnetError(f"the training loss became NaN or infinite in epoch {done + len(losses)}; "
+                           f"{kept}. Lower --lr (now {config.lr}) and start a new run.")
+
+
+def _finish(model, config, splits, run_dir):
+    """Writes the final model, the test metrics, the evaluation report and the curves."""
+    from alexnet.callbacks import save_model_atomic
+    from alexnet.report import write_report
+
+    save_model_atomic(model, run_dir / "model.keras")
+    report = write_report(model, splits.x_test, splits.y_test, splits.class_names, run_dir,
+                          log_dir=run_dir / "logs" / "test", step=config.epochs)
+    metrics = {"test_loss": report["test_loss"], "test_accuracy": report["top1_accuracy"],
+               "test_top5_accuracy": report.get("top5_accuracy"), "test_images": report["test_images"],
+               "epochs": config.epochs}
     runs.write_json(run_dir / "metrics.json", metrics)
     plots.training_curves(plots.read_history(run_dir / "history.csv"), run_dir / "curves.png")
-    print(f"Test accuracy {test_accuracy:.4f}, test loss {test_loss:.4f} on {len(splits.x_test)} images")
-    print(f"Run folder: {run_dir}  (tensorboard --logdir {run_dir / 'logs'})")
-    return run_dir, metrics
+    print(f"Test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
+          f"on {metrics['test_images']} images")
+    print(f"Run folder: {run_dir}  (report.md; tensorboard --logdir {run_dir / 'logs'})")
+    return metrics

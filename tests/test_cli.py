@@ -10,7 +10,8 @@ from PIL import Image
 
 from alexnet.cli import main
 
-RUN_FILES = ["config.json", "history.csv", "model.keras", "metrics.json", "samples.png", "curves.png"]
+RUN_FILES = ["config.json", "history.csv", "model.keras", "best.keras", "metrics.json", "samples.png", "curves.png",
+             "report.json", "report.md", "confusion.png", "mistakes.png", "checkpoints/epoch-0002.keras"]
 
 
 def _scalars(log_dir):
@@ -42,12 +43,13 @@ def test_train_writes_the_whole_run_folder(trained_run):
     assert config["data"]["train"] == 450 and config["data"]["validation"] == 50 and config["data"]["test"] == 200
     assert config["environment"]["backend"] == "tensorflow" and config["environment"]["keras"]
     history = (trained_run / "history.csv").read_text().splitlines()
-    assert history[0].split(",") == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert history[0].split(",") == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds"]
     assert len(history) == 3  # header + one row an epoch
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])
     assert metrics["test_images"] == 200
-    for name in ("samples.png", "curves.png"):
+    assert list((trained_run / "checkpoints").iterdir()) == [trained_run / "checkpoints" / "epoch-0002.keras"]
+    for name in ("samples.png", "curves.png", "confusion.png", "mistakes.png"):
         with Image.open(trained_run / name) as image:
             assert image.format == "PNG" and image.width > 300
 
@@ -61,17 +63,65 @@ def test_tensorboard_logs_hold_the_four_curves(trained_run):
     np.testing.assert_allclose(validation["epoch_accuracy"], history["val_accuracy"], rtol=1e-6)
 
 
-def test_evaluate_reproduces_the_test_accuracy(trained_run, capsys):
+def test_report_holds_per_class_figures_and_the_confusion_matrix(trained_run):
+    report = json.loads((trained_run / "report.json").read_text())
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    assert main(["evaluate", str(trained_run)]) == 0
+    assert report["top1_accuracy"] == metrics["test_accuracy"]
+    assert report["top1_accuracy"] <= report["top5_accuracy"] <= 1.0
+    confusion = np.array(report["confusion_matrix"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 200
+    assert np.trace(confusion) == round(report["top1_accuracy"] * 200)
+    assert set(report["per_class"]) == set(report["class_names"])
+    assert sum(c["support"] for c in report["per_class"].values()) == 200
+    markdown = (trained_run / "report.md").read_text()
+    assert "| airplane |" in markdown and "top-5 accuracy" in markdown
+    images = _image_tags(trained_run / "logs" / "test")
+    assert {"confusion_matrix", "mistakes"} <= images
+
+
+def _image_tags(log_dir):
+    import tensorflow as tf
+
+    tags = set()
+    for path in log_dir.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags |= {value.tag for value in event.summary.value}
+    return tags
+
+
+def test_evaluate_reproduces_the_test_accuracy(trained_run, tmp_path, capsys):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert main(["evaluate", str(trained_run), "--out", str(tmp_path / "eval")]) == 0
     out = capsys.readouterr().out
     assert f"Test accuracy {metrics['test_accuracy']:.4f}" in out and "on 200 images" in out
+    again = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert again["confusion_matrix"] == json.loads((trained_run / "report.json").read_text())["confusion_matrix"]
 
 
-def test_evaluate_a_model_file_on_other_data(trained_run, cifar_slice, capsys):
-    assert main(["evaluate", str(trained_run / "model.keras"), "--data", str(cifar_slice),
-                 "--limit-test", "50"]) == 0
+def test_evaluate_a_model_file_on_other_data(trained_run, cifar_slice, tmp_path, capsys):
+    assert main(["evaluate", str(trained_run / "best.keras"), "--data", str(cifar_slice),
+                 "--limit-test", "50", "--out", str(tmp_path)]) == 0
     assert "on 50 images" in capsys.readouterr().out
+    assert json.loads((tmp_path / "report.json").read_text())["test_images"] == 50
+
+
+def test_predict_answers_every_image_and_reports_bad_files(trained_run, cifar_slice, tmp_path, capsys):
+    gray = tmp_path / "big-gray.png"
+    Image.fromarray(np.full((100, 60), 128, dtype=np.uint8)).save(gray)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    cat = next((cifar_slice / "test" / "cat").iterdir())
+    code = main(["predict", str(trained_run), str(cat), str(bad), str(gray), "--json", "--top-k", "3"])
+    captured = capsys.readouterr()
+    assert code == 1  # one file failed
+    results = json.loads(captured.out)
+    assert [r["file"] for r in results] == [str(cat), str(bad), str(gray)]
+    assert "error" in results[1] and "not a readable image" in captured.err
+    for result in (results[0], results[2]):
+        probabilities = [p["probability"] for p in result["predictions"]]
+        assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+        assert {p["class"] for p in result["predictions"]} <= set(json.loads(
+            (trained_run / "report.json").read_text())["class_names"])
 
 
 def test_a_folder_that_holds_a_run_is_not_overwritten(trained_run, cifar_slice, capsys):

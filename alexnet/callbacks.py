@@ -1,0 +1,167 @@
+"""Callbacks that make a run survive a crash: per-epoch logs and checkpoints, each written once.
+
+Why not the stock ones: `CSVLogger` and `TensorBoard` only append and buffer
+their writes, and `BackupAndRestore` writes its weights and its epoch number in
+place, one after the other; a `kill -9` at the wrong moment leaves lost,
+duplicated or torn epochs. Here every epoch is flushed as it ends, each
+checkpoint is one file whose name carries its epoch and that appears by an
+atomic rename, and a resumed run first drops whatever the logs hold past the
+checkpoint it resumes from.
+"""
+
+import csv
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import keras
+
+from alexnet.runs import atomic_target
+
+CHECKPOINT_DIR = "checkpoints"
+_CHECKPOINT = re.compile(r"^epoch-(\d+)\.keras$")
+HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds")
+
+
+def save_model_atomic(model, path):
+    """Saves a model to a temporary file beside `path` and renames it into place."""
+    tmp = atomic_target(path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def latest_checkpoint(run_dir):
+    """Returns (epochs completed, path) of the newest complete checkpoint, or (0, None)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    found = [(int(m.group(1)), folder / m.group(0))
+             for m in (_CHECKPOINT.match(p.name) for p in folder.glob("epoch-*.keras")) if m]
+    return max(found) if found else (0, None)
+
+
+def _finite(logs):
+    return all(math.isfinite(float(v)) for k, v in (logs or {}).items() if "loss" in k)
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """Keeps the last epoch's full state (model and optimizer) and the best model by validation accuracy.
+
+    `checkpoints/epoch-NNN.keras` is the model after NNN completed epochs; the
+    previous one is deleted once the new one is in place. `best.keras` is the
+    model with the highest `val_accuracy` so far. An epoch whose loss is not
+    finite is never saved.
+    """
+
+    def __init__(self, run_dir, best_accuracy=-1.0):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.best_accuracy = best_accuracy
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not _finite(logs):
+            return
+        folder = self.run_dir / CHECKPOINT_DIR
+        folder.mkdir(exist_ok=True)
+        previous = sorted(folder.glob("epoch-*.keras"))
+        path = folder / f"epoch-{epoch + 1:04d}.keras"
+        save_model_atomic(self.model, path)
+        for old in previous:
+            if old != path:
+                old.unlink(missing_ok=True)
+        accuracy = (logs or {}).get("val_accuracy")
+        if accuracy is not None and accuracy > self.best_accuracy:
+            self.best_accuracy = float(accuracy)
+            save_model_atomic(self.model, self.run_dir / "best.keras")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Writes each epoch's figures to history.csv and to TensorBoard, flushed as the epoch ends.
+
+    TensorBoard gets `epoch_loss` and `epoch_accuracy` (and the learning rate)
+    under logs/train and logs/validation, with the epoch as the step, as Keras's
+    own TensorBoard callback names them.
+    """
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self._writers = {}
+        self._started = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def _writer(self, name):
+        import tensorflow as tf
+
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(str(self.run_dir / "logs" / name))
+        return self._writers[name]
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        logs = {**(logs or {}), "seconds": time.perf_counter() - self._started}
+        path = self.run_dir / "history.csv"
+        new = not path.exists() or path.stat().st_size == 0
+        with open(path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(HISTORY_COLUMNS)
+            writer.writerow([epoch] + [repr(float(logs.get(k, float("nan")))) for k in HISTORY_COLUMNS[1:]])
+            f.flush()
+            os.fsync(f.fileno())
+        learning_rate = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)
+        for part, prefix in (("train", ""), ("validation", "val_")):
+            writer = self._writer(part)
+            with writer.as_default():
+                for metric in ("loss", "accuracy"):
+                    if prefix + metric in logs:
+                        tf.summary.scalar(f"epoch_{metric}", float(logs[prefix + metric]), step=epoch)
+                if part == "train" and learning_rate is not None:
+                    tf.summary.scalar("epoch_learning_rate", float(keras.ops.convert_to_numpy(learning_rate)),
+                                      step=epoch)
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+def trim_logs(run_dir, epochs_done):
+    """Drops history rows and TensorBoard events of epochs past the checkpoint a run resumes from."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    run_dir = Path(run_dir)
+    history = run_dir / "history.csv"
+    if history.exists():
+        with open(history, newline="") as f:
+            rows = list(csv.reader(f))
+        kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < epochs_done] if rows else []
+        tmp = atomic_target(history)
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
+        os.replace(tmp, history)
+    for events in sorted((run_dir / "logs").glob("*/events.out.tfevents.*")):
+        records, changed = [], False
+        try:
+            for record in tf.compat.v1.io.tf_record_iterator(str(events)):
+                event = event_pb2.Event.FromString(record)
+                if event.HasField("summary") and event.step >= epochs_done:
+                    changed = True
+                    continue
+                records.append(record)
+        except tf.errors.DataLossError:  # a record torn by the crash
+            changed = True
+        if changed:
+            tmp = atomic_target(events)
+            with tf.io.TFRecordWriter(str(tmp)) as writer:
+                for record in records:
+                    writer.write(record)
+            os.replace(tmp, events)

@@ -1,0 +1,61 @@
+"""`alexnet predict`: the top classes of a trained model for any image files."""
+
+from pathlib import Path
+
+import numpy as np
+
+from alexnet import runs
+from alexnet.errors import UsageError
+
+
+def class_names_for(model_path, classes):
+    """Class names from the run folder that holds the model, else "0", "1", ..."""
+    for folder in (Path(model_path).parent, Path(model_path).parent.parent):
+        config = folder / runs.RUN_MARKER
+        if config.is_file():
+            names = runs.read_json(config).get("data", {}).get("class_names")
+            if names and len(names) == classes:
+                return names
+    return [str(i) for i in range(classes)]
+
+
+def predict(target, images, top_k=5):
+    """Predicts the top-k classes of each image file.
+
+    Args:
+        target: a run folder (its model.keras) or a .keras file.
+        images: image file paths, any format, size or mode.
+        top_k: how many classes to list per image.
+
+    Returns:
+        One dict per file, in order: {"file", "predictions": [{"class", "probability"}, ...]}
+        or {"file", "error"} for a file that could not be read.
+    """
+    from alexnet.data import decode_image
+    from alexnet.evaluate import load_model
+
+    path = Path(target)
+    model_path = path / "model.keras" if path.is_dir() else path
+    if not model_path.is_file():
+        raise UsageError(f"no model at {model_path}; give a run folder or a .keras file")
+    model = load_model(model_path)
+    height, width = model.input_shape[1:3]
+    classes = model.output_shape[-1]
+    names = class_names_for(model_path, classes)
+    top_k = max(1, min(top_k, classes))
+    results, decoded = [], []
+    for file in images:
+        try:
+            decoded.append(decode_image(file, (height, width)))
+            results.append({"file": str(file)})
+        except Exception as error:  # PIL raises many types; the other files are still answered
+            results.append({"file": str(file), "error": f"not a readable image ({type(error).__name__}: {error})"})
+    if decoded:
+        probabilities = np.asarray(model.predict(np.stack(decoded), verbose=0, batch_size=64))
+        answered = iter(probabilities)
+        for result in results:
+            if "error" not in result:
+                p = next(answered)
+                order = np.argsort(-p)[:top_k]
+                result["predictions"] = [{"class": names[i], "probability": float(p[i])} for i in order]
+    return results

@@ -1,0 +1,153 @@
+"""Evaluation reports: what the model got right and wrong on the test split.
+
+Writes report.json, report.md, confusion.png and mistakes.png, and (where a
+TensorBoard log folder is given) the two pictures to its images tab.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from alexnet import plots, runs
+
+
+def predict_probabilities(model, images, batch_size=256):
+    """Class probabilities (N, classes) for uint8 images, in batches."""
+    from alexnet.pipeline import make_dataset
+
+    labels = np.zeros(len(images), dtype=np.int64)
+    return np.asarray(model.predict(make_dataset(images, labels, batch_size), verbose=0), dtype=np.float64)
+
+
+def classification_metrics(probabilities, labels, class_names):
+    """Top-1/top-5 accuracy, loss, the confusion matrix and per-class precision, recall and F1.
+
+    Args:
+        probabilities: (N, classes) predicted probabilities.
+        labels: (N,) true labels.
+        class_names: names in label order.
+
+    Returns:
+        A JSON-ready dict.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    classes = len(class_names)
+    predicted = probabilities.argmax(axis=1)
+    k = min(5, classes)
+    top_k = np.argsort(-probabilities, axis=1)[:, :k]
+    confusion = np.zeros((classes, classes), dtype=np.int64)  # rows: true, columns: predicted
+    np.add.at(confusion, (labels, predicted), 1)
+    true_positives = np.diag(confusion).astype(np.float64)
+    per_class = {}
+    for c, name in enumerate(class_names):
+        predicted_c, actual_c = confusion[:, c].sum(), confusion[c, :].sum()
+        precision = true_positives[c] / predicted_c if predicted_c else 0.0
+        recall = true_positives[c] / actual_c if actual_c else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": int(actual_c)}
+    picked = probabilities[np.arange(len(labels)), labels]
+    return {
+        "test_images": int(len(labels)),
+        "test_loss": float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0)))),
+        "top1_accuracy": float(np.mean(predicted == labels)),
+        f"top{k}_accuracy": float(np.mean((top_k == labels[:, None]).any(axis=1))),
+        "per_class": per_class,
+        "macro_f1": float(np.mean([m["f1"] for m in per_class.values()])),
+        "confusion_matrix": confusion.tolist(),
+        "class_names": list(class_names),
+    }
+
+
+def _markdown(metrics):
+    lines = [
+        "# Evaluation report", "",
+        f"- test images: {metrics['test_images']}",
+        f"- test loss: {metrics['test_loss']:.4f}",
+        f"- top-1 accuracy: {metrics['top1_accuracy']:.2%}",
+    ]
+    lines += [f"- top-{key[3:-9]} accuracy: {value:.2%}" for key, value in metrics.items()
+              if key.startswith("top") and key != "top1_accuracy"]
+    lines += [f"- macro F1: {metrics['macro_f1']:.3f}", "",
+              "| class | precision | recall | F1 | images |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name, m in metrics["per_class"].items():
+        lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    lines += ["", "![confusion matrix](confusion.png)", "", "![mistakes](mistakes.png)", ""]
+    return "\n".join(lines)
+
+
+def confusion_figure(confusion, class_names):
+    from matplotlib.figure import Figure
+
+    confusion = np.asarray(confusion)
+    size = max(5, 0.6 * len(class_names) + 2)
+    figure = Figure(figsize=(size + 1, size))
+    axes = figure.add_subplot(1, 1, 1)
+    image = axes.imshow(confusion, cmap="Blues")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    ticks = range(len(class_names))
+    axes.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axes.set_yticks(ticks, class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title("confusion matrix (test images)")
+    threshold = confusion.max() / 2 if confusion.size else 0
+    for (i, j), count in np.ndenumerate(confusion):
+        axes.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                  color="white" if count > threshold else "black")
+    return figure
+
+
+def mistakes_figure(images, labels, probabilities, class_names, count=25, columns=5):
+    """A grid of misclassified images titled 'true -> predicted (probability)', most confident first."""
+    from matplotlib.figure import Figure
+
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:count]
+    rows = max(1, math.ceil(len(wrong) / columns))
+    figure = Figure(figsize=(2.4 * columns, 2.5 * rows))
+    if not len(wrong):
+        figure.text(0.5, 0.5, "no misclassified test images", ha="center")
+    for slot, i in enumerate(wrong):
+        axes = figure.add_subplot(rows, columns, slot + 1)
+        axes.imshow(images[i])
+        axes.set_title(f"{class_names[labels[i]]} -> {class_names[predicted[i]]}\n"
+                       f"({probabilities[i, predicted[i]]:.0%})", fontsize=9)
+        axes.axis("off")
+    return figure
+
+
+def _figure_array(figure):
+    """Renders a figure to a uint8 RGB array (for TensorBoard)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def write_report(model, images, labels, class_names, out_dir, log_dir=None, step=0, batch_size=256):
+    """Evaluates `model` on (images, labels) and writes the report files into out_dir.
+
+    Returns:
+        The metrics dict (also in report.json).
+    """
+    out_dir = Path(out_dir)
+    probabilities = predict_probabilities(model, images, batch_size)
+    metrics = classification_metrics(probabilities, labels, class_names)
+    runs.write_json(out_dir / "report.json", metrics)
+    runs.write_atomic(out_dir / "report.md", _markdown(metrics))
+    confusion = confusion_figure(metrics["confusion_matrix"], class_names)
+    mistakes = mistakes_figure(images, np.asarray(labels), probabilities, class_names)
+    plots.save_figure(confusion, out_dir / "confusion.png")
+    plots.save_figure(mistakes, out_dir / "mistakes.png")
+    if log_dir is not None:
+        import tensorflow as tf
+
+        writer = tf.summary.create_file_writer(str(log_dir))
+        with writer.as_default():
+            tf.summary.image("confusion_matrix", _figure_array(confusion)[None], step=step)
+            tf.summary.image("mistakes", _figure_array(mistakes)[None], step=step)
+        writer.close()
+    return metrics
