@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras
 
+from alexnet.backend import tensorflow
 from alexnet.runs import atomic_target
 
 CHECKPOINT_DIR = "checkpoints"
@@ -95,16 +96,12 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
 
-    def _writer(self, name):
-        import tensorflow as tf
-
+    def _writer(self, tf, name):
         if name not in self._writers:
             self._writers[name] = tf.summary.create_file_writer(str(self.run_dir / "logs" / name))
         return self._writers[name]
 
     def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
-
         logs = {**(logs or {}), "seconds": time.perf_counter() - self._started}
         path = self.run_dir / "history.csv"
         new = not path.exists() or path.stat().st_size == 0
@@ -115,9 +112,12 @@ class EpochLog(keras.callbacks.Callback):
             writer.writerow([epoch] + [repr(float(logs.get(k, float("nan")))) for k in HISTORY_COLUMNS[1:]])
             f.flush()
             os.fsync(f.fileno())
+        tf = tensorflow()
+        if tf is None:
+            return  # no TensorFlow (JAX-only machines): history.csv alone
         learning_rate = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)
         for part, prefix in (("train", ""), ("validation", "val_")):
-            writer = self._writer(part)
+            writer = self._writer(tf, part)
             with writer.as_default():
                 for metric in ("loss", "accuracy"):
                     if prefix + metric in logs:
@@ -135,9 +135,6 @@ class EpochLog(keras.callbacks.Callback):
 
 def trim_logs(run_dir, epochs_done):
     """Drops history rows and TensorBoard events of epochs past the checkpoint a run resumes from."""
-    import tensorflow as tf
-    from tensorflow.core.util import event_pb2
-
     run_dir = Path(run_dir)
     history = run_dir / "history.csv"
     if history.exists():
@@ -148,6 +145,11 @@ def trim_logs(run_dir, epochs_done):
         with open(tmp, "w", newline="") as f:
             csv.writer(f).writerows(kept)
         os.replace(tmp, history)
+    tf = tensorflow()
+    if tf is None:
+        return
+    from tensorflow.core.util import event_pb2
+
     for events in sorted((run_dir / "logs").glob("*/events.out.tfevents.*")):
         records, changed = [], False
         try:
@@ -165,3 +167,42 @@ def trim_logs(run_dir, epochs_done):
                 for record in records:
                     writer.write(record)
             os.replace(tmp, events)
+
+
+class TimeEstimate(keras.callbacks.Callback):
+    """Says early how long the run will take, so that no one waits hours in silence.
+
+    After a short warm-up (compilation and the first steps are slower), it
+    measures the time per step and prints the time per epoch and for the whole
+    run; on a CPU, when the run would take long, it suggests what to change.
+    """
+
+    def __init__(self, epochs_left, device, warmup_steps=5, measured_steps=10, long_seconds=900):
+        super().__init__()
+        self.epochs_left, self.device = epochs_left, device
+        self.warmup_steps, self.measured_steps, self.long_seconds = warmup_steps, measured_steps, long_seconds
+        self._step, self._started, self.estimate = 0, None, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step == self.warmup_steps:
+            self._started = time.perf_counter()
+        elif self._step == self.warmup_steps + self.measured_steps and self.params.get("steps"):
+            per_step = (time.perf_counter() - self._started) / self.measured_steps
+            per_epoch = per_step * self.params["steps"]
+            self.estimate = per_epoch * self.epochs_left
+            message = (f"\nMeasured {per_step:.3g} s/step: about {_duration(per_epoch)} per epoch, "
+                       f"{_duration(self.estimate)} for the {self.epochs_left} epoch(s) to go "
+                       "(validation not included).")
+            if self.device == "cpu" and self.estimate > self.long_seconds:
+                message += (" No GPU found: for a quicker run, lower --image-size (67 is the smallest), "
+                            "cap the data with --limit-train, or train on a GPU.")
+            print(message, flush=True)
+
+
+def _duration(seconds):
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

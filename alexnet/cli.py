@@ -9,7 +9,7 @@ import sys
 
 from alexnet import __version__
 from alexnet.config import TrainConfig
-from alexnet.errors import AlexnetError
+from alexnet.errors import AlexnetError, UsageError
 
 
 def _positive_int(text):
@@ -43,6 +43,11 @@ def _size(text):
 
 def _model_names():
     return ["alexnet", "alexnet-lrn"]  # kept in step with alexnet.models.MODELS by a test
+
+
+def _add_backend(parser):
+    parser.add_argument("--backend", choices=["tensorflow", "jax", "torch"], default=argparse.SUPPRESS,
+                        help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
 
 
 def build_parser():
@@ -81,6 +86,15 @@ def build_parser():
     train.add_argument("--strict", action="store_true", help="unreadable image files are an error, not skipped")
     train.add_argument("--run-dir", help="the run's folder (default: runs/<timestamp>-<model>)")
     train.add_argument("--overwrite", action="store_true", help="let --run-dir replace a folder that holds a run")
+    train.add_argument("--recipe", choices=["tutorial", "fast"],
+                       help="tutorial: its settings (the default); fast: augmentation, Nesterov SGD, weight decay, "
+                            "warm-up + cosine schedule, label smoothing, batch 512, 30 epochs")
+    train.add_argument("--jit", action=argparse.BooleanOptionalAction,
+                       help="XLA compilation (default: on for GPUs and JAX, off otherwise)")
+    train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
+                       help="compute in bfloat16 (or float16 on GPUs before Ampere) with float32 weights "
+                            "(default: on for GPUs, and on CPUs with native bfloat16 for TensorFlow and PyTorch)")
+    _add_backend(train)
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue a stopped run from its last completed epoch, with its own settings "
                             "(only --epochs may be given, to train a run further)")
@@ -92,6 +106,7 @@ def build_parser():
     evaluate.add_argument("--data", default=None, help="data to test on (default: the run's own)")
     evaluate.add_argument("--limit-test", type=_positive_int, default=None, metavar="N")
     evaluate.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    _add_backend(evaluate)
     evaluate.add_argument("--out", default=None, metavar="DIR",
                           help="folder for report.json, report.md, confusion.png, mistakes.png "
                                "(default: evaluation/ beside the model)")
@@ -101,6 +116,7 @@ def build_parser():
     predict.add_argument("images", metavar="IMAGE", nargs="+")
     predict.add_argument("--top-k", type=_positive_int, default=3)
     predict.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_backend(predict)
 
     summary = commands.add_parser("summary", help="print a model's layers and parameter count")
     summary.add_argument("--model", default=defaults.model, choices=_model_names())
@@ -108,6 +124,7 @@ def build_parser():
     summary.add_argument("--num-classes", type=_positive_int, default=10)
     summary.add_argument("--input-size", type=_size, default=(32, 32), metavar="N|HxW",
                          help="size of the stored images the model takes (default: 32)")
+    _add_backend(summary)
 
     samples = commands.add_parser("samples", help="draw a grid of training images titled with their classes")
     samples.add_argument("--data", default=defaults.data)
@@ -118,13 +135,12 @@ def build_parser():
 
 
 def _train(args):
-    from alexnet.errors import UsageError
     from alexnet.train import train
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
     resume = given.pop("resume", None)
     if resume is None:
-        return train(TrainConfig(**given))
+        return train(TrainConfig.from_flags(given))
     extra = sorted(set(given) - {"epochs"})
     if extra:
         flags = ", ".join("--" + k.replace("_", "-") for k in extra)
@@ -161,7 +177,6 @@ def _predict(args):
 
 
 def _summary(args):
-    from alexnet.errors import UsageError
     from alexnet.models import build_model
 
     try:
@@ -183,6 +198,18 @@ def _samples(args):
     print(f"Wrote {args.out}")
 
 
+def _backend_of(args):
+    """--backend, or for `train --resume` the backend the run was started with."""
+    if getattr(args, "backend", None) or args.command != "train" or not getattr(args, "resume", None):
+        return getattr(args, "backend", None)
+    from pathlib import Path
+
+    from alexnet.runs import RUN_MARKER, read_json
+
+    config = Path(args.resume) / RUN_MARKER
+    return read_json(config)["settings"].get("backend") if config.is_file() else None
+
+
 COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary, "samples": _samples}
 
 
@@ -191,8 +218,12 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with status 2 on a usage error
     try:
-        from alexnet.backend import load_keras
+        from alexnet.backend import load_keras, select_backend
 
+        try:
+            select_backend(_backend_of(args))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         load_keras(quiet=not args.debug)
         code = COMMANDS[args.command](args)
     except AlexnetError as error:

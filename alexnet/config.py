@@ -24,6 +24,25 @@ class TrainConfig:
     strict: bool = False  # unreadable image files are an error instead of skipped
     run_dir: Optional[str] = None  # the run's folder; None: runs/<timestamp>-<model>
     overwrite: bool = False  # allow --run-dir to name a folder that holds another run
+    recipe: str = "tutorial"  # "tutorial" (its settings) or "fast" (see alexnet/recipes.py)
+    backend: Optional[str] = None  # Keras backend; None: $KERAS_BACKEND, else tensorflow
+    jit: Optional[bool] = None  # XLA compilation; None: chosen for the hardware
+    mixed_precision: Optional[bool] = None  # bfloat16/float16 compute; None: chosen for the hardware
+
+    @classmethod
+    def from_flags(cls, given):
+        """Builds a config from the flags a user gave: the recipe's defaults fill the rest.
+
+        Without --lr, the learning rate follows the recipe's rule for the batch size.
+        """
+        from alexnet.recipes import RECIPE_DEFAULTS, RECIPES, default_lr
+
+        recipe = given.get("recipe", cls.recipe)
+        if recipe not in RECIPES:
+            raise UsageError(f"--recipe must be one of {', '.join(RECIPES)}. Received: {recipe!r}")
+        values = {**RECIPE_DEFAULTS[recipe], **given}
+        values.setdefault("lr", default_lr(recipe, values.get("batch_size", cls.batch_size)))
+        return cls(**values)
 
     def validate(self):
         """Checks ranges that need no data; raises UsageError naming the flag and the value."""
@@ -36,6 +55,13 @@ class TrainConfig:
                             ("--limit-test", self.limit_test)):
             if value is not None and value <= 0:
                 raise UsageError(f"{flag} must be a positive integer. Received: {value}")
+        from alexnet.backend import BACKENDS
+        from alexnet.recipes import RECIPES
+
+        if self.recipe not in RECIPES:
+            raise UsageError(f"--recipe must be one of {', '.join(RECIPES)}. Received: {self.recipe!r}")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}. Received: {self.backend!r}")
         if not self.lr > 0:
             raise UsageError(f"--lr must be a positive number. Received: {self.lr}")
         if feature_map_size(self.image_size) < 1:

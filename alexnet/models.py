@@ -3,7 +3,7 @@
 The model takes raw uint8 images at their stored size (32x32x3 for CIFAR-10)
 and does the per-pixel work itself, on the device:
 
-    uint8 (B, 32, 32, 3) -> standardize -> resize (B, 227, 227, 3) -> AlexNet -> (B, classes)
+    uint8 (B, 32, 32, 3) -> standardize -> [augment] -> resize (B, 227, 227, 3) -> AlexNet -> (B, classes)
 
 so the input pipeline only moves small uint8 arrays and a saved model takes
 the same raw images as training did.
@@ -80,10 +80,9 @@ def _build(name, input_shape, num_classes, image_size, early_normalization, augm
     input_shape = tuple(int(d) for d in input_shape)
     _check_args(input_shape, num_classes, image_size)
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="images")
-    x = inputs
-    if augmentation is not None:
+    x = PerImageStandardization(name="standardize")(inputs)
+    if augmentation is not None:  # after standardizing, so that padding with zeros pads with the image mean
         x = augmentation(x)
-    x = PerImageStandardization(name="standardize")(x)
     x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(x)
     x = _conv_block(x, 1, 96, 11, 4, early_normalization, pool=True)  # (B, 55, 55, 96) at 227
     x = _conv_block(x, 2, 256, 5, 1, early_normalization, pool=True)  # (B, 27, 27, 256)
@@ -111,8 +110,8 @@ def alexnet(input_shape=(32, 32, 3), num_classes=10, image_size=227, augmentatio
         num_classes: Number of classes of the softmax output.
         image_size: Side of the square images that the convolutions see; the
             model resizes its input to it.
-        augmentation: Optional layer applied to the raw images first (active in
-            training only).
+        augmentation: Optional layer applied to the standardized images before
+            the resize (active in training only).
 
     Returns:
         A `keras.Model` that maps uint8 images to class probabilities.

@@ -1,15 +1,22 @@
-"""The tf.data input pipeline: uint8 images in, uint8 batches out.
+"""The input pipeline: uint8 images in, uint8 batches out.
 
-TensorFlow-only code lives here. The pipeline moves small uint8 images; the
-standardization and resize to 227x227 happen inside the model, on the device.
-The tutorial shuffled preprocessed 227x227 float images (about 28 GB for
-45,000 of them); here the shuffle buffer holds image *indices* over the whole
-split (a perfect shuffle, 8 bytes an image) and each batch is one gather.
+The pipeline moves small uint8 images; the standardization and the resize to
+227x227 happen inside the model, on the device. The tutorial shuffled
+preprocessed 227x227 float images (about 28 GB for 45,000 of them); here the
+shuffle permutes image *indices* over the whole split (a perfect shuffle,
+8 bytes an image) and each batch is one gather.
+
+On the TensorFlow backend this is a `tf.data` pipeline (TensorFlow-only code
+stays in this module). On JAX and PyTorch it is a `keras.utils.PyDataset` over
+the same arrays, so those backends need no TensorFlow at all.
 """
 
+import keras
+import numpy as np
 
-def make_dataset(images, labels, batch_size, shuffle=False, seed=None):
-    """Returns a `tf.data.Dataset` of (uint8 images (B, H, W, C), int64 labels (B,)) batches.
+
+def make_dataset(images, labels, batch_size, shuffle=False, seed=None, num_classes=None):
+    """Returns batches of (uint8 images (B, H, W, C), labels) for `model.fit` / `predict`.
 
     Args:
         images: uint8 array (N, H, W, C), kept in memory once.
@@ -17,7 +24,14 @@ def make_dataset(images, labels, batch_size, shuffle=False, seed=None):
         batch_size: images per batch; the last batch may be smaller.
         shuffle: reshuffle the whole split every epoch before batching.
         seed: seed of the shuffle order.
+        num_classes: if given, labels become one-hot float vectors (for label smoothing).
     """
+    if keras.backend.backend() == "tensorflow":
+        return _tf_dataset(images, labels, batch_size, shuffle, seed, num_classes)
+    return ArrayBatches(images, labels, batch_size, shuffle, seed, num_classes)
+
+
+def _tf_dataset(images, labels, batch_size, shuffle, seed, num_classes):
     import tensorflow as tf
 
     images = tf.constant(images)
@@ -25,8 +39,37 @@ def make_dataset(images, labels, batch_size, shuffle=False, seed=None):
     order = tf.data.Dataset.range(len(labels))
     if shuffle:
         order = order.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    batches = order.batch(batch_size).map(
-        lambda index: (tf.gather(images, index), tf.gather(labels, index)),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-    )
+
+    def gather(index):
+        batch_labels = tf.gather(labels, index)
+        if num_classes:
+            batch_labels = tf.one_hot(batch_labels, num_classes)
+        return tf.gather(images, index), batch_labels
+
+    batches = order.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """Seeded, reshuffled-every-epoch batches of in-memory arrays, for the JAX and PyTorch backends."""
+
+    def __init__(self, images, labels, batch_size, shuffle=False, seed=None, num_classes=None):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.batch_size, self.shuffle, self.num_classes = batch_size, shuffle, num_classes
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(self.labels)) if shuffle else np.arange(len(self.labels))
+
+    def __len__(self):
+        return -(-len(self.labels) // self.batch_size)
+
+    def __getitem__(self, index):
+        rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        labels = self.labels[rows]
+        if self.num_classes:
+            labels = np.eye(self.num_classes, dtype=np.float32)[labels]
+        return self.images[rows], labels
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self._order = self._rng.permutation(len(self.labels))

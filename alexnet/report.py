@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet import plots, runs
+from alexnet.backend import tensorflow
 
 
 def predict_probabilities(model, images, batch_size=256):
@@ -142,9 +143,8 @@ def write_report(model, images, labels, class_names, out_dir, log_dir=None, step
     mistakes = mistakes_figure(images, np.asarray(labels), probabilities, class_names)
     plots.save_figure(confusion, out_dir / "confusion.png")
     plots.save_figure(mistakes, out_dir / "mistakes.png")
-    if log_dir is not None:
-        import tensorflow as tf
-
+    tf = tensorflow() if log_dir is not None else None
+    if tf is not None:
         writer = tf.summary.create_file_writer(str(log_dir))
         with writer.as_default():
             tf.summary.image("confusion_matrix", _figure_array(confusion)[None], step=step)

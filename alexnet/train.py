@@ -24,27 +24,17 @@ def load_splits(config):
     return dataset, splits
 
 
-def compile_model(model, config):
-    import keras
+def make_deterministic(seed, device):
+    """Seeds Python, NumPy and the backend, and asks TensorFlow for deterministic ops on the CPU.
 
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=config.lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    return model
-
-
-def make_deterministic(seed):
-    """Seeds Python, NumPy and the backend, and asks TensorFlow for deterministic ops.
-
-    Returns whether op determinism is on (TensorFlow backend only; on other
-    backends the seeds still fix splits, shuffling, initialization and dropout).
+    Returns whether op determinism is on (TensorFlow on the CPU only: on GPUs it
+    costs speed; on every backend the seeds still fix splits, shuffling,
+    initialization, augmentation and dropout).
     """
     import keras
 
     keras.utils.set_random_seed(seed)
-    if keras.backend.backend() == "tensorflow":
+    if keras.backend.backend() == "tensorflow" and device == "cpu":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
@@ -86,6 +76,20 @@ def _best_val_accuracy(run_dir):
 
 
 def train(config: TrainConfig = None, resume=None, epochs=None):
+    """Runs (or resumes) a training run; see `_train`. Keras's global dtype policy is restored afterwards."""
+    from alexnet.backend import load_keras, select_backend
+
+    if config is not None:
+        select_backend(config.backend)  # before Keras loads
+    keras = load_keras()
+    policy = keras.config.dtype_policy()
+    try:
+        return _train(config, resume, epochs)
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def _train(config, resume, epochs):
     """Runs (or resumes) a training run and returns (run folder, test metrics).
 
     Args:
@@ -98,13 +102,17 @@ def train(config: TrainConfig = None, resume=None, epochs=None):
         AlexnetError: For data that cannot be read, or a loss that became NaN.
         Interrupted: On Ctrl-C, after saying how to resume.
     """
-    from alexnet.backend import load_keras
-    from alexnet.callbacks import Checkpoints, EpochLog, latest_checkpoint, trim_logs
-    from alexnet.evaluate import load_model
+    from alexnet import recipes
+    from alexnet.backend import load_keras, select_backend, speed_settings
+    from alexnet.callbacks import Checkpoints, EpochLog, TimeEstimate, latest_checkpoint, trim_logs
     from alexnet.models import build_model
-    keras = load_keras()
+
     config = _resume_config(resume, epochs) if resume else config.validate()
-    deterministic = make_deterministic(config.seed)
+    select_backend(config.backend)
+    keras = load_keras()
+    speed = speed_settings(config.jit, config.mixed_precision)
+    keras.config.set_dtype_policy(speed["dtype_policy"])
+    deterministic = make_deterministic(config.seed, speed["device"])
     dataset, splits = load_splits(config)
     if config.batch_size > len(splits.x_train):
         raise UsageError(f"--batch-size {config.batch_size} is larger than the training split "
@@ -120,39 +128,48 @@ def train(config: TrainConfig = None, resume=None, epochs=None):
             "validation": len(splits.x_val), "test": len(splits.x_test),
             "test_images_also_in_training": splits.test_duplicates, "skipped_files": len(dataset.skipped),
         }
-        environment = {**runs.environment(), "op_determinism": deterministic}
-        runs.write_json(run_dir / runs.RUN_MARKER,
-                        {"settings": config.to_dict(), "data": data_info, "environment": environment})
+        runs.write_json(run_dir / runs.RUN_MARKER, {
+            "settings": config.to_dict(), "data": data_info,
+            "recipe": recipes.describe(config.recipe, config.batch_size, config.lr),
+            "speed": {**speed, "op_determinism": deterministic}, "environment": runs.environment()})
         plots.sample_grid(splits.x_train, splits.y_train, splits.class_names, run_dir / "samples.png",
                           seed=config.seed)
     print(f"Run folder: {run_dir}")
+    print(f"Backend {keras.backend.backend()} on {speed['device']}"
+          f"{' x' + str(speed['gpus']) if speed['gpus'] else ''}, {speed['dtype_policy']}, "
+          f"XLA {'on' if speed['jit'] else 'off'}; recipe {config.recipe}, batch {config.batch_size}, lr {config.lr:g}")
     print(f"Data: {len(splits.x_train)} train, {len(splits.x_val)} validation, {len(splits.x_test)} test images "
           f"of {'x'.join(map(str, splits.x_train.shape[1:]))} from {dataset.source}")
 
+    model = build_model(config.model, input_shape=splits.x_train.shape[1:], num_classes=len(splits.class_names),
+                        image_size=config.image_size, augmentation=recipes.augmentation(config.recipe, config.seed))
+    recipes.compile_model(model, config, recipes.steps_per_epoch(len(splits.x_train), config.batch_size),
+                          jit=speed["jit"])
     done, checkpoint = latest_checkpoint(run_dir)
     trim_logs(run_dir, done)  # epochs logged after the checkpoint was taken are run again
     if checkpoint is not None:
         print(f"Resuming after epoch {done} of {config.epochs} from {checkpoint}")
-        model = load_model(checkpoint)
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(checkpoint)  # the model's weights and the optimizer's state (step, momentum)
     else:
-        model = build_model(config.model, input_shape=splits.x_train.shape[1:],
-                            num_classes=len(splits.class_names), image_size=config.image_size)
-        compile_model(model, config)
         model.summary()
 
     if done < config.epochs:
-        _fit(keras, model, config, splits, run_dir, done,
-             [EpochLog(run_dir), Checkpoints(run_dir, _best_val_accuracy(run_dir)), keras.callbacks.TerminateOnNaN()])
+        callbacks = [EpochLog(run_dir), Checkpoints(run_dir, _best_val_accuracy(run_dir)),
+                     keras.callbacks.TerminateOnNaN(), TimeEstimate(config.epochs - done, speed["device"])]
+        _fit(model, config, splits, run_dir, done, callbacks)
     return run_dir, _finish(model, config, splits, run_dir)
 
 
-def _fit(keras, model, config, splits, run_dir, done, callbacks):
+def _fit(model, config, splits, run_dir, done, callbacks):
     from alexnet.pipeline import make_dataset
+    from alexnet.recipes import uses_one_hot
 
     # A resumed run shuffles with another seed, so it does not replay the first epochs' orders.
+    classes = len(splits.class_names) if uses_one_hot(config.recipe) else None
     train_data = make_dataset(splits.x_train, splits.y_train, config.batch_size, shuffle=True,
-                              seed=config.seed + done)
-    val_data = make_dataset(splits.x_val, splits.y_val, config.batch_size)
+                              seed=config.seed + done, num_classes=classes)
+    val_data = make_dataset(splits.x_val, splits.y_val, config.batch_size, num_classes=classes)
     resume_hint = f"alexnet train --resume {run_dir}"
     try:
         history = model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done,
