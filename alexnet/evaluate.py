@@ -8,16 +8,23 @@ from alexnet.errors import AlexnetError, UsageError
 
 
 def load_model(path):
-    """Loads a `.keras` model saved by `alexnet train`, with a clear error for a missing or bad file."""
+    """Loads a `.keras` model saved by `alexnet train` for inference, with a clear error for a missing or bad file.
+
+    The model is not compiled (inference needs no optimizer); XLA is used where
+    `speed_settings` would use it for training on this hardware.
+    """
     import keras
 
     import alexnet.layers  # noqa: F401  (registers the custom layers for deserialization)
+    from alexnet.backend import speed_settings
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no model file at {path}")
     try:
-        return keras.saving.load_model(path)
+        model = keras.saving.load_model(path, compile=False)
+        model.jit_compile = speed_settings(mixed_precision=False)["jit"]
+        return model
     except Exception as error:  # Keras raises many types for truncated or foreign files
         raise AlexnetError(f"cannot load {path} as a Keras model ({type(error).__name__}: "
                            f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from error

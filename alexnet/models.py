@@ -80,10 +80,12 @@ def _build(name, input_shape, num_classes, image_size, early_normalization, augm
     input_shape = tuple(int(d) for d in input_shape)
     _check_args(input_shape, num_classes, image_size)
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="images")
-    x = PerImageStandardization(name="standardize")(inputs)
+    # Preprocessing computes in float32 whatever the global dtype policy: bfloat16 elementwise math is slow
+    # on CPUs and coarse for pixel statistics; conv1 casts its input to the compute dtype.
+    x = PerImageStandardization(name="standardize", dtype="float32")(inputs)
     if augmentation is not None:  # after standardizing, so that padding with zeros pads with the image mean
         x = augmentation(x)
-    x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(x)
+    x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize", dtype="float32")(x)
     x = _conv_block(x, 1, 96, 11, 4, early_normalization, pool=True)  # (B, 55, 55, 96) at 227
     x = _conv_block(x, 2, 256, 5, 1, early_normalization, pool=True)  # (B, 27, 27, 256)
     x = _conv_block(x, 3, 384, 3, 1, "batch", pool=False)  # (B, 13, 13, 384)

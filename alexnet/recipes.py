@@ -54,8 +54,8 @@ def augmentation(recipe, seed):
 
     return keras.Sequential([
         keras.layers.RandomTranslation(FAST_SHIFT, FAST_SHIFT, fill_mode="constant", fill_value=0.0,
-                                       interpolation="nearest", seed=seed),
-        keras.layers.RandomFlip("horizontal", seed=seed),
+                                       interpolation="nearest", seed=seed, dtype="float32"),
+        keras.layers.RandomFlip("horizontal", seed=seed, dtype="float32"),
     ], name="augment")
 
 

@@ -206,5 +206,7 @@ def _finish(model, config, splits, run_dir):
     plots.training_curves(plots.read_history(run_dir / "history.csv"), run_dir / "curves.png")
     print(f"Test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
           f"on {metrics['test_images']} images")
-    print(f"Run folder: {run_dir}  (report.md; tensorboard --logdir {run_dir / 'logs'})")
+    logs = f"; tensorboard --logdir {run_dir / 'logs'}" if (run_dir / "logs").is_dir() else \
+        "; no TensorBoard logs: TensorFlow is not installed"
+    print(f"Run folder: {run_dir}  (report.md{logs})")
     return metrics

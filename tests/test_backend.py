@@ -1,0 +1,81 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import pytest
+
+from alexnet import backend
+from alexnet.callbacks import TimeEstimate
+
+
+@pytest.mark.parametrize("bf16,expected", [(True, "mixed_bfloat16"), (False, "float32")])
+def test_cpu_speed_settings(monkeypatch, bf16, expected):
+    monkeypatch.setattr(backend, "gpu_count", lambda: 0)
+    monkeypatch.setattr(backend, "cpu_has_bf16", lambda: bf16)
+    settings = backend.speed_settings()
+    assert settings == {"device": "cpu", "gpus": 0, "jit": False, "dtype_policy": expected}
+    assert backend.speed_settings(jit=True, mixed_precision=False)["dtype_policy"] == "float32"
+
+
+def test_gpu_speed_settings(monkeypatch):
+    monkeypatch.setattr(backend, "gpu_count", lambda: 2)
+    monkeypatch.setattr(backend, "_gpu_has_bf16", lambda: False)
+    assert backend.speed_settings() == {"device": "gpu", "gpus": 2, "jit": True, "dtype_policy": "mixed_float16"}
+
+
+def test_backend_cannot_change_once_keras_runs():
+    other = "jax" if keras.backend.backend() != "jax" else "torch"
+    with pytest.raises(ValueError, match="must be chosen before Keras loads"):
+        backend.select_backend(other)
+    with pytest.raises(ValueError, match="Received: 'mxnet'"):
+        backend.select_backend("mxnet")
+
+
+@pytest.mark.parametrize("device,suggests", [("cpu", True), ("gpu", False)])
+def test_time_estimate_warns_about_a_long_cpu_run(monkeypatch, capsys, device, suggests):
+    clock = iter(range(0, 100, 4))  # read after step 1 and step 3: 2 s a step
+    monkeypatch.setattr("alexnet.callbacks.time.perf_counter", lambda: next(clock))
+    callback = TimeEstimate(epochs_left=50, device=device, warmup_steps=1, measured_steps=2)
+    callback.set_params({"steps": 1000})
+    for step in range(4):
+        callback.on_train_batch_end(step)
+    out = capsys.readouterr().out
+    assert "Measured 2 s/step: about 33 min per epoch, 27.8 h for the 50 epoch(s) to go" in out
+    assert ("--image-size" in out) == suggests
+
+
+def _has(module):
+    return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+BLOCK_TENSORFLOW = textwrap.dedent("""
+    import sys
+    class _Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "tensorflow" or name.startswith("tensorflow."):
+                raise ImportError("TensorFlow is blocked for this test")
+    sys.meta_path.insert(0, _Block())
+""")
+
+
+@pytest.mark.parametrize("name,without_tensorflow", [("jax", True), ("torch", False)])
+def test_other_backends_train_end_to_end(name, without_tensorflow, cifar_slice, tmp_path):
+    if not _has(name):
+        pytest.skip(f"{name} is not installed (pip install -e '.[{name}]')")
+    env = {**os.environ, "KERAS_BACKEND": name}
+    if without_tensorflow:  # as on the GPU machines, which have JAX but no TensorFlow
+        (tmp_path / "block").mkdir()
+        (tmp_path / "block" / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
+        env["PYTHONPATH"] = str(tmp_path / "block")
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "alexnet", "train", "--data", str(cifar_slice), "--epochs", "1", "--limit-train",
+         "128", "--val-size", "32", "--limit-test", "64", "--image-size", "67", "--run-dir", str(run_dir)],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Backend {name} on cpu" in result.stdout
+    for file in ("model.keras", "metrics.json", "report.json", "history.csv", "checkpoints/epoch-0001.keras"):
+        assert (run_dir / file).is_file(), file
+    assert (run_dir / "logs").is_dir() != without_tensorflow
