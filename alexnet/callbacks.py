@@ -23,7 +23,8 @@ from alexnet.runs import atomic_target
 
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT = re.compile(r"^epoch-(\d+)\.keras$")
-HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds")
+# seconds: the whole epoch, validation included; images_per_s: the training part alone.
+HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds", "images_per_s")
 
 
 def save_model_atomic(model, path):
@@ -87,14 +88,20 @@ class EpochLog(keras.callbacks.Callback):
     own TensorBoard callback names them.
     """
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, train_images, extra_columns=()):
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.train_images = train_images
+        self.columns = HISTORY_COLUMNS + tuple(extra_columns)
         self._writers = {}
-        self._started = None
+        self._started = self._trained = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
+        self._started, self._trained = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):  # validation starts: the epoch's training part is over
+        if self._started is not None and self._trained is None:
+            self._trained = time.perf_counter() - self._started
 
     def _writer(self, tf, name):
         if name not in self._writers:
@@ -102,14 +109,15 @@ class EpochLog(keras.callbacks.Callback):
         return self._writers[name]
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = {**(logs or {}), "seconds": time.perf_counter() - self._started}
+        seconds = time.perf_counter() - self._started
+        logs = {**(logs or {}), "seconds": seconds, "images_per_s": self.train_images / (self._trained or seconds)}
         path = self.run_dir / "history.csv"
         new = not path.exists() or path.stat().st_size == 0
         with open(path, "a", newline="") as f:
             writer = csv.writer(f)
             if new:
-                writer.writerow(HISTORY_COLUMNS)
-            writer.writerow([epoch] + [repr(float(logs.get(k, float("nan")))) for k in HISTORY_COLUMNS[1:]])
+                writer.writerow(self.columns)
+            writer.writerow([epoch] + [repr(float(logs.get(k, float("nan")))) for k in self.columns[1:]])
             f.flush()
             os.fsync(f.fileno())
         tf = tensorflow()
@@ -206,3 +214,20 @@ def _duration(seconds):
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+class TestEachEpoch(keras.callbacks.Callback):
+    """Adds `test_accuracy` to each epoch's logs, for watching a benchmark run.
+
+    Only for monitoring (bench/gpu_check.sh): nothing may be chosen by it, or the
+    test split would stop measuring generalization. Put it before EpochLog.
+    """
+
+    def __init__(self, test_data):
+        super().__init__()
+        self.test_data = test_data
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            results = self.model.evaluate(self.test_data, verbose=0, return_dict=True)
+            logs["test_accuracy"] = results["accuracy"]

@@ -94,6 +94,12 @@ def build_parser():
     train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
                        help="compute in bfloat16 (or float16 on GPUs before Ampere) with float32 weights "
                             "(default: on for GPUs, and on CPUs with native bfloat16 for TensorFlow and PyTorch)")
+    train.add_argument("--strategy", choices=["auto", "none", "mirrored", "multiworker", "data-parallel"],
+                       help="auto (the default): all local GPUs when there are several, else one device; "
+                            "mirrored, multiworker (TF_CONFIG): tf.distribute; data-parallel: JAX. "
+                            "--batch-size is per replica")
+    train.add_argument("--test-each-epoch", action="store_true",
+                       help="also log test accuracy every epoch, for benchmarks (never choose anything by it)")
     _add_backend(train)
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue a stopped run from its last completed epoch, with its own settings "

@@ -28,6 +28,8 @@ class TrainConfig:
     backend: Optional[str] = None  # Keras backend; None: $KERAS_BACKEND, else tensorflow
     jit: Optional[bool] = None  # XLA compilation; None: chosen for the hardware
     mixed_precision: Optional[bool] = None  # bfloat16/float16 compute; None: chosen for the hardware
+    strategy: str = "auto"  # auto, none, mirrored, multiworker (TensorFlow), data-parallel (JAX)
+    test_each_epoch: bool = False  # also log test accuracy per epoch (benchmarks only: never select on it)
 
     @classmethod
     def from_flags(cls, given):
@@ -62,6 +64,10 @@ class TrainConfig:
             raise UsageError(f"--recipe must be one of {', '.join(RECIPES)}. Received: {self.recipe!r}")
         if self.backend is not None and self.backend not in BACKENDS:
             raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}. Received: {self.backend!r}")
+        from alexnet.distribute import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}. Received: {self.strategy!r}")
         if not self.lr > 0:
             raise UsageError(f"--lr must be a positive number. Received: {self.lr}")
         if feature_map_size(self.image_size) < 1:

@@ -47,7 +47,11 @@ def _tf_dataset(images, labels, batch_size, shuffle, seed, num_classes):
         return tf.gather(images, index), batch_labels
 
     batches = order.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return batches.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Under tf.distribute every worker builds the same (same-seeded) pipeline and keeps its share of each
+    # batch; there are no files to shard by.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return batches.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 class ArrayBatches(keras.utils.PyDataset):

@@ -5,7 +5,10 @@ A run survives a crash: each completed epoch leaves a checkpoint, and
 """
 
 import csv
+import dataclasses
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 from alexnet import plots, runs
@@ -43,7 +46,10 @@ def make_deterministic(seed, device):
 
 
 def _resume_config(run_dir, epochs):
-    """The config of the run in run_dir, with --epochs changed if given; refuses to extend a run silently."""
+    """The config of the run in run_dir (and its config.json), with --epochs changed if given.
+
+    Refuses to extend a finished run unless --epochs says how far.
+    """
     from alexnet.callbacks import latest_checkpoint
 
     run_dir = Path(run_dir)
@@ -62,8 +68,7 @@ def _resume_config(run_dir, epochs):
                          f"say how far: --resume {run_dir} --epochs N (N > {config.epochs})")
     config.run_dir = str(run_dir)
     stored["settings"] = config.to_dict()
-    runs.write_json(run_dir / runs.RUN_MARKER, stored)
-    return config
+    return config, stored
 
 
 def _best_val_accuracy(run_dir):
@@ -104,22 +109,33 @@ def _train(config, resume, epochs):
     """
     from alexnet import recipes
     from alexnet.backend import load_keras, select_backend, speed_settings
-    from alexnet.callbacks import Checkpoints, EpochLog, TimeEstimate, latest_checkpoint, trim_logs
-    from alexnet.models import build_model
+    from alexnet.distribute import plan
 
-    config = _resume_config(resume, epochs) if resume else config.validate()
+    config, stored = _resume_config(resume, epochs) if resume else (config.validate(), None)
     select_backend(config.backend)
     keras = load_keras()
     speed = speed_settings(config.jit, config.mixed_precision)
+    distribution = plan(config.strategy, speed["gpus"])  # before other TensorFlow work, as tf.distribute asks
     keras.config.set_dtype_policy(speed["dtype_policy"])
     deterministic = make_deterministic(config.seed, speed["device"])
     dataset, splits = load_splits(config)
-    if config.batch_size > len(splits.x_train):
-        raise UsageError(f"--batch-size {config.batch_size} is larger than the training split "
-                         f"({len(splits.x_train)} images): no full step could run. Use a smaller batch size.")
-
+    # What the step sees: the global batch, and the learning rate scaled with it.
+    step_config = dataclasses.replace(config, batch_size=config.batch_size * distribution.replicas,
+                                      lr=config.lr * distribution.replicas)
+    if step_config.batch_size > len(splits.x_train):
+        raise UsageError(f"--batch-size {config.batch_size} (global batch {step_config.batch_size}) is larger than "
+                         f"the training split ({len(splits.x_train)} images): no full step could run. "
+                         "Use a smaller batch size.")
+    if not distribution.is_chief:  # other workers run every step but write to a folder of their own
+        run_dir = Path(tempfile.mkdtemp(prefix="alexnet-worker-"))
+        try:
+            return _run(keras, config, step_config, dataset, splits, run_dir, Path(config.run_dir or run_dir),
+                        speed, distribution)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
     if resume:
         run_dir = Path(config.run_dir)
+        runs.write_json(run_dir / runs.RUN_MARKER, stored)
     else:
         run_dir = runs.new_run_dir(config.run_dir, config.model, overwrite=config.overwrite)
         data_info = {
@@ -130,35 +146,53 @@ def _train(config, resume, epochs):
         }
         runs.write_json(run_dir / runs.RUN_MARKER, {
             "settings": config.to_dict(), "data": data_info,
-            "recipe": recipes.describe(config.recipe, config.batch_size, config.lr),
+            "recipe": recipes.describe(config.recipe, step_config.batch_size, step_config.lr),
+            "distribution": distribution.describe(config.batch_size, config.lr),
             "speed": {**speed, "op_determinism": deterministic}, "environment": runs.environment()})
         plots.sample_grid(splits.x_train, splits.y_train, splits.class_names, run_dir / "samples.png",
                           seed=config.seed)
+    return _run(keras, config, step_config, dataset, splits, run_dir, run_dir, speed, distribution)
+
+
+def _run(keras, config, step_config, dataset, splits, run_dir, checkpoint_dir, speed, distribution):
+    """Builds (or restores) the model and trains it; writes into run_dir, resumes from checkpoint_dir."""
+    from alexnet import recipes
+    from alexnet.callbacks import Checkpoints, EpochLog, TimeEstimate, latest_checkpoint, trim_logs
+    from alexnet.models import build_model
+
     print(f"Run folder: {run_dir}")
     print(f"Backend {keras.backend.backend()} on {speed['device']}"
           f"{' x' + str(speed['gpus']) if speed['gpus'] else ''}, {speed['dtype_policy']}, "
           f"XLA {'on' if speed['jit'] else 'off'}; recipe {config.recipe}, batch {config.batch_size}, lr {config.lr:g}")
+    if distribution.strategy != "none":
+        print(f"Strategy {distribution.strategy}: {distribution.replicas} replicas, {distribution.worker}; "
+              f"global batch {step_config.batch_size} ({config.batch_size} per replica), "
+              f"lr {step_config.lr:g} (linear scaling: {config.lr:g} x {distribution.replicas})")
     print(f"Data: {len(splits.x_train)} train, {len(splits.x_val)} validation, {len(splits.x_test)} test images "
           f"of {'x'.join(map(str, splits.x_train.shape[1:]))} from {dataset.source}")
 
-    model = build_model(config.model, input_shape=splits.x_train.shape[1:], num_classes=len(splits.class_names),
-                        image_size=config.image_size, augmentation=recipes.augmentation(config.recipe, config.seed))
-    recipes.compile_model(model, config, recipes.steps_per_epoch(len(splits.x_train), config.batch_size),
-                          jit=speed["jit"])
-    done, checkpoint = latest_checkpoint(run_dir)
-    trim_logs(run_dir, done)  # epochs logged after the checkpoint was taken are run again
-    if checkpoint is not None:
-        print(f"Resuming after epoch {done} of {config.epochs} from {checkpoint}")
-        model.optimizer.build(model.trainable_variables)
-        model.load_weights(checkpoint)  # the model's weights and the optimizer's state (step, momentum)
-    else:
-        model.summary()
+    with distribution.scope():
+        model = build_model(config.model, input_shape=splits.x_train.shape[1:],
+                            num_classes=len(splits.class_names), image_size=config.image_size,
+                            augmentation=recipes.augmentation(config.recipe, config.seed))
+        recipes.compile_model(model, step_config, recipes.steps_per_epoch(len(splits.x_train),
+                                                                          step_config.batch_size), jit=speed["jit"])
+        done, checkpoint = latest_checkpoint(checkpoint_dir)
+        if run_dir == checkpoint_dir:
+            trim_logs(run_dir, done)  # epochs logged after the checkpoint was taken are run again
+        if checkpoint is not None:
+            print(f"Resuming after epoch {done} of {config.epochs} from {checkpoint}")
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(checkpoint)  # the model's weights and the optimizer's state (step, momentum)
+        else:
+            model.summary()
 
     if done < config.epochs:
-        callbacks = [EpochLog(run_dir), Checkpoints(run_dir, _best_val_accuracy(run_dir)),
-                     keras.callbacks.TerminateOnNaN(), TimeEstimate(config.epochs - done, speed["device"])]
-        _fit(model, config, splits, run_dir, done, callbacks)
-    return run_dir, _finish(model, config, splits, run_dir)
+        callbacks = [EpochLog(run_dir, len(splits.x_train), ["test_accuracy"] if config.test_each_epoch else []),
+                     Checkpoints(run_dir, _best_val_accuracy(run_dir)), keras.callbacks.TerminateOnNaN(),
+                     TimeEstimate(config.epochs - done, speed["device"])]
+        _fit(model, step_config, splits, checkpoint_dir, done, callbacks)
+    return run_dir, _finish(model, step_config, splits, run_dir)
 
 
 def _fit(model, config, splits, run_dir, done, callbacks):
@@ -166,10 +200,15 @@ def _fit(model, config, splits, run_dir, done, callbacks):
     from alexnet.recipes import uses_one_hot
 
     # A resumed run shuffles with another seed, so it does not replay the first epochs' orders.
+    from alexnet.callbacks import TestEachEpoch
+
     classes = len(splits.class_names) if uses_one_hot(config.recipe) else None
     train_data = make_dataset(splits.x_train, splits.y_train, config.batch_size, shuffle=True,
                               seed=config.seed + done, num_classes=classes)
     val_data = make_dataset(splits.x_val, splits.y_val, config.batch_size, num_classes=classes)
+    if config.test_each_epoch:
+        test_data = make_dataset(splits.x_test, splits.y_test, config.batch_size, num_classes=classes)
+        callbacks = [TestEachEpoch(test_data), *callbacks]
     resume_hint = f"alexnet train --resume {run_dir}"
     try:
         history = model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done,

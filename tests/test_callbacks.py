@@ -4,16 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import event_steps
 
 from alexnet.callbacks import Checkpoints, EpochLog, latest_checkpoint, trim_logs
-
-
-def _steps(log_dir, tag):
-    steps = []
-    for path in sorted(log_dir.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            steps += [event.step for value in event.summary.value if value.tag == tag]
-    return steps
 
 
 def _tiny_model():
@@ -24,23 +17,23 @@ def _tiny_model():
 
 
 def test_epoch_log_writes_each_epoch_and_trim_drops_the_ones_after_a_checkpoint(tmp_path):
-    log = EpochLog(tmp_path)
+    log = EpochLog(tmp_path, train_images=100)
     log.set_model(_tiny_model())
     for epoch in range(4):
         log.on_epoch_begin(epoch)
         log.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "accuracy": 0.5, "val_loss": 2.0, "val_accuracy": 0.4})
     log.on_train_end()
-    assert _steps(tmp_path / "logs" / "train", "epoch_loss") == [0, 1, 2, 3]
+    assert event_steps(tmp_path / "logs" / "train", "epoch_loss") == [0, 1, 2, 3]
 
     trim_logs(tmp_path, 2)  # resume from the checkpoint after epoch 2: epochs 2 and 3 run again
     with open(tmp_path / "history.csv", newline="") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
-    assert _steps(tmp_path / "logs" / "train", "epoch_loss") == [0, 1]
-    assert _steps(tmp_path / "logs" / "validation", "epoch_accuracy") == [0, 1]
+    assert event_steps(tmp_path / "logs" / "train", "epoch_loss") == [0, 1]
+    assert event_steps(tmp_path / "logs" / "validation", "epoch_accuracy") == [0, 1]
 
 
 def test_trim_survives_a_torn_event_file(tmp_path):
-    log = EpochLog(tmp_path)
+    log = EpochLog(tmp_path, train_images=100)
     log.set_model(_tiny_model())
     for epoch in range(3):
         log.on_epoch_begin(epoch)
@@ -49,10 +42,10 @@ def test_trim_survives_a_torn_event_file(tmp_path):
     events = next((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
     events.write_bytes(events.read_bytes()[:-7])  # the crash cut the last record (epoch 2's learning rate) short
     with pytest.raises(tf.errors.DataLossError):
-        _steps(tmp_path / "logs" / "train", "epoch_loss")
+        event_steps(tmp_path / "logs" / "train", "epoch_loss")
     trim_logs(tmp_path, 3)
-    assert _steps(tmp_path / "logs" / "train", "epoch_loss") == [0, 1, 2]  # readable again, whole records kept
-    assert _steps(tmp_path / "logs" / "train", "epoch_learning_rate") == [0, 1]
+    assert event_steps(tmp_path / "logs" / "train", "epoch_loss") == [0, 1, 2]  # readable again, whole records kept
+    assert event_steps(tmp_path / "logs" / "train", "epoch_learning_rate") == [0, 1]
 
 
 def test_checkpoints_keep_the_last_and_the_best_and_skip_nan(tmp_path):

@@ -43,7 +43,8 @@ def test_train_writes_the_whole_run_folder(trained_run):
     assert config["data"]["train"] == 450 and config["data"]["validation"] == 50 and config["data"]["test"] == 200
     assert config["environment"]["backend"] == "tensorflow" and config["environment"]["keras"]
     history = (trained_run / "history.csv").read_text().splitlines()
-    assert history[0].split(",") == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds"]
+    assert history[0].split(",") == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds",
+                                        "images_per_s"]
     assert len(history) == 3  # header + one row an epoch
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-import tensorflow as tf
+from helpers import event_steps
 
 from alexnet.cli import main
 
@@ -18,14 +18,6 @@ TINY = ["--limit-train", "96", "--val-size", "32", "--limit-test", "32", "--imag
 def _history(run_dir):
     with open(run_dir / "history.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _steps(log_dir, tag):
-    steps = []
-    for path in sorted(log_dir.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            steps += [event.step for value in event.summary.value if value.tag == tag]
-    return steps
 
 
 def _start(cifar_slice, run_dir, epochs):
@@ -56,8 +48,8 @@ def test_kill_9_then_resume_finishes_with_each_epoch_logged_once(cifar_slice, tm
     assert "Resuming after epoch" in out
     assert [row["epoch"] for row in _history(run_dir)] == ["0", "1", "2", "3", "4"]
     for part in ("train", "validation"):
-        assert _steps(run_dir / "logs" / part, "epoch_loss") == [0, 1, 2, 3, 4]
-        assert _steps(run_dir / "logs" / part, "epoch_accuracy") == [0, 1, 2, 3, 4]
+        assert event_steps(run_dir / "logs" / part, "epoch_loss") == [0, 1, 2, 3, 4]
+        assert event_steps(run_dir / "logs" / part, "epoch_accuracy") == [0, 1, 2, 3, 4]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 5
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["epoch-0005.keras"]
 

@@ -1,0 +1,113 @@
+"""Scale-out on the engines users already run: tf.distribute (TensorFlow) and keras.distribution (JAX).
+
+`--batch-size` stays per replica: the global batch is `batch_size x replicas`,
+and the learning rate follows the linear scaling rule, `lr x replicas`.
+Only the chief (JAX process 0) writes the run folder; the other processes write
+to temporary folders that are removed at the end (they still run every
+distributed step, evaluation included, as collective ops need them).
+"""
+
+import contextlib
+import dataclasses
+import os
+
+from alexnet.errors import UsageError
+
+STRATEGIES = ("auto", "none", "mirrored", "multiworker", "data-parallel")
+
+
+@dataclasses.dataclass
+class Plan:
+    """What runs where, resolved from --strategy for the current backend and hardware."""
+
+    strategy: str  # what was chosen: none, mirrored, multiworker, data-parallel
+    replicas: int  # model copies that share a step
+    is_chief: bool  # this process writes the run folder
+    worker: str  # this process, for messages ("worker 1 of 2")
+    engine: object = None  # the tf.distribute strategy, or the keras.distribution object
+
+    def scope(self):
+        """The context to build and compile the model in."""
+        if self.engine is not None and hasattr(self.engine, "scope"):
+            return self.engine.scope()
+        return contextlib.nullcontext()
+
+    def describe(self, batch_size, lr):
+        return {"strategy": self.strategy, "replicas": self.replicas, "worker": self.worker,
+                "batch_size_per_replica": batch_size, "global_batch": batch_size * self.replicas,
+                "lr_rule": f"linear scaling: lr x replicas = {lr:g} x {self.replicas}",
+                "lr": lr * self.replicas}
+
+
+def plan(strategy="auto", gpus=0):
+    """Resolves --strategy for the Keras backend in use.
+
+    Args:
+        strategy: one of STRATEGIES.
+        gpus: local GPUs the backend sees (for "auto").
+
+    Raises:
+        UsageError: If the strategy does not exist on this backend or lacks its set-up (TF_CONFIG).
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if strategy not in STRATEGIES:
+        raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}. Received: {strategy!r}")
+    if strategy == "auto":
+        strategy = "none" if gpus < 2 else {"tensorflow": "mirrored", "jax": "data-parallel"}.get(backend, "none")
+    if strategy == "none":
+        return Plan("none", 1, True, "single process")
+    if backend == "tensorflow" and strategy in ("mirrored", "multiworker"):
+        return _tensorflow_plan(strategy)
+    if backend == "jax" and strategy == "data-parallel":
+        return _jax_plan()
+    supported = {"tensorflow": "mirrored, multiworker", "jax": "data-parallel", "torch": "none (one device)"}
+    raise UsageError(f"--strategy {strategy} does not exist on the {backend} backend; "
+                     f"it supports {supported.get(backend, 'none')}")
+
+
+def _tensorflow_plan(strategy):
+    import tensorflow as tf
+
+    if strategy == "mirrored":
+        # All local GPUs; without any, the CPU's logical devices (one, unless the process configured more).
+        devices = [d.name for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")]
+        engine = tf.distribute.MirroredStrategy(devices=devices)
+        return Plan("mirrored", engine.num_replicas_in_sync, True, "single process", engine)
+    # MultiWorkerMirroredStrategy: Keras 3's `fit` cannot train under it (keras-team/keras#20585, open). Tried
+    # here with Keras 3.15 and TensorFlow 2.21 on two localhost workers: the first step fails inside Keras's
+    # TensorFlow trainer (the per-replica reduction of the first batch, then of the step's logs). Refused
+    # up front rather than failing after the data has loaded.
+    raise UsageError(
+        "--strategy multiworker: Keras 3 cannot train under tf.distribute.MultiWorkerMirroredStrategy "
+        "(keras-team/keras#20585). For several machines use the JAX backend: --backend jax --strategy "
+        "data-parallel with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID set on each "
+        "(see the README); for several GPUs in one machine, --strategy mirrored.")
+
+
+def _jax_plan():
+    """keras.distribution.DataParallel over every device of every process.
+
+    Several processes (hosts) join through jax.distributed.initialize, from
+    JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or from
+    Slurm's variables, which JAX reads itself.
+    """
+    import jax
+    import keras
+
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        try:
+            jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+                                       num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                                       process_id=int(os.environ["JAX_PROCESS_ID"]))
+        except KeyError as error:
+            raise UsageError(f"JAX_COORDINATOR_ADDRESS is set but {error.args[0]} is not") from None
+    elif os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        jax.distributed.initialize()
+    devices = jax.devices()
+    engine = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(engine)
+    return Plan("data-parallel", len(devices), jax.process_index() == 0,
+                f"process {jax.process_index()} of {jax.process_count()}", engine)
+

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The GPU check: the fast recipe on the full CIFAR-10 training split, JAX backend, one command.
+#
+# Here (a machine with pip and ../shared/datasets), once:
+#   bash bench/gpu_check.sh prepare     # Python 3.12 wheels of keras, optree, namex -> .whl/, the data -> .data/
+# On the GPU machine (JAX but no TensorFlow), from the repository root, with .whl and .data carried:
+#   bash bench/gpu_check.sh [extra `alexnet train` flags]
+# It prints the device, then per epoch: seconds, training images/s, validation and test accuracy,
+# and copies history.csv, metrics.json and report.md to $OUT (or /tmp/gpu-check).
+# Budget: keep the whole command under 8 minutes; the fast recipe's 30 epochs are sized for that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "prepare" ]; then
+  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+  grep -qx '/.data/' .git/info/exclude 2>/dev/null || echo '/.data/' >> .git/info/exclude
+  rm -rf .whl && mkdir -p .whl .data
+  keras_version=$(python3 -c 'import keras; print(keras.__version__)' 2>/dev/null || echo 3.15.1)
+  for package in "keras==$keras_version" optree namex; do
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+      --platform any -d .whl "$package"
+  done
+  cp ../shared/datasets/cifar10-jpeg.tar.gz .data/
+  ls -l .whl .data
+  exit 0
+fi
+
+out=${OUT:-/tmp/gpu-check}
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax ALEXNET_CACHE_DIR=/tmp/alexnet-cache PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c 'import jax, keras; print("jax", jax.__version__, jax.devices(), "keras", keras.__version__)'
+run=/tmp/gpu-check-run
+rm -rf "$run"
+started=$(date +%s)
+python3 -m alexnet train --backend jax --recipe fast --data .data/cifar10-jpeg.tar.gz --test-each-epoch \
+  --run-dir "$run" "$@" 2>&1 | grep -v '━' | tee "$out/train.log"
+echo "whole command: $(( $(date +%s) - started )) s"
+python3 - "$run" <<'EOF'
+import csv, json, sys
+run = sys.argv[1]
+rows = list(csv.DictReader(open(f"{run}/history.csv")))
+print(f"{'epoch':>5} {'seconds':>8} {'images/s':>9} {'val acc':>8} {'test acc':>8}")
+total = 0.0
+for row in rows:
+    total += float(row["seconds"])
+    print(f"{int(row['epoch']) + 1:>5} {float(row['seconds']):8.1f} {float(row['images_per_s']):9.0f} "
+          f"{float(row['val_accuracy']):8.4f} {float(row['test_accuracy']):8.4f}")
+metrics = json.load(open(f"{run}/metrics.json"))
+print(f"training {total:.0f} s for {len(rows)} epochs; final test accuracy {metrics['test_accuracy']:.4f}")
+EOF
+cp "$run/history.csv" "$run/metrics.json" "$run/report.md" "$run/config.json" "$out/"
