@@ -27,18 +27,21 @@ if [ "${1:-}" = "prepare" ]; then
 fi
 
 out=${OUT:-/tmp/gpu-check}
+python3=${PYTHON:-python3}  # PYTHON=.venv/bin/python NO_WHEELS=1 for a dry run on a CPU machine
 mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+if [ -z "${NO_WHEELS:-}" ]; then
+  $python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax ALEXNET_CACHE_DIR=/tmp/alexnet-cache PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c 'import jax, keras; print("jax", jax.__version__, jax.devices(), "keras", keras.__version__)'
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+$python3 -c 'import jax, keras; print("jax", jax.__version__, jax.devices(), "keras", keras.__version__)'
 run=/tmp/gpu-check-run
 rm -rf "$run"
 started=$(date +%s)
-python3 -m alexnet train --backend jax --recipe fast --data .data/cifar10-jpeg.tar.gz --test-each-epoch \
+$python3 -m alexnet train --backend jax --recipe fast --data .data/cifar10-jpeg.tar.gz --test-each-epoch \
   --run-dir "$run" "$@" 2>&1 | grep -v '━' | tee "$out/train.log"
 echo "whole command: $(( $(date +%s) - started )) s"
-python3 - "$run" <<'EOF'
+$python3 - "$run" <<'EOF'
 import csv, json, sys
 run = sys.argv[1]
 rows = list(csv.DictReader(open(f"{run}/history.csv")))
