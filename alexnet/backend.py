@@ -75,7 +75,9 @@ def tensorflow():
         with _stderr_silenced():
             import tensorflow as tf
 
-            if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+            import keras
+
+            if keras.backend.backend() != "tensorflow":
                 # TensorFlow only writes logs here; left alone it would take the GPU's memory from JAX or torch.
                 tf.config.set_visible_devices([], "GPU")
     except ImportError:

@@ -32,6 +32,16 @@ def _positive_float(text):
     return value
 
 
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, received {value}")
+    return value
+
+
 def _size(text):
     """Parses 'N' or 'HxW' into (height, width)."""
     parts = text.lower().split("x")
@@ -74,7 +84,7 @@ def build_parser():
     train.add_argument("--val-size", type=_positive_int,
                        help="validation images held out of the training images "
                             "(default: 5000, or N/9 with --limit-train N)")
-    train.add_argument("--seed", type=int, help=f"seeds splits, shuffling, initialization, dropout "
+    train.add_argument("--seed", type=_non_negative_int, help=f"seeds splits, shuffling, initialization, dropout "
                                                 f"(default: {defaults.seed})")
     train.add_argument("--limit-train", type=_positive_int, metavar="N",
                        help="use at most N training images (after validation is taken out)")
@@ -96,7 +106,8 @@ def build_parser():
                             "(default: on for GPUs, and on CPUs with native bfloat16 for TensorFlow and PyTorch)")
     train.add_argument("--strategy", choices=["auto", "none", "mirrored", "multiworker", "data-parallel"],
                        help="auto (the default): all local GPUs when there are several, else one device; "
-                            "mirrored, multiworker (TF_CONFIG): tf.distribute; data-parallel: JAX. "
+                            "mirrored: tf.distribute over local GPUs; data-parallel: JAX, also over several "
+                            "hosts; multiworker is refused (Keras 3 cannot, keras-team/keras#20585). "
                             "--batch-size is per replica")
     train.add_argument("--test-each-epoch", action="store_true",
                        help="also log test accuracy every epoch, for benchmarks (never choose anything by it)")
@@ -136,7 +147,7 @@ def build_parser():
     samples.add_argument("--data", default=defaults.data)
     samples.add_argument("--out", default="samples.png", help="PNG file to write (default: %(default)s)")
     samples.add_argument("--count", type=_positive_int, default=20)
-    samples.add_argument("--seed", type=int, default=0)
+    samples.add_argument("--seed", type=_non_negative_int, default=0)
     return parser
 
 

@@ -420,8 +420,17 @@ def extract_archive(path):
                 archive.extractall(tmp)
         else:
             with tarfile.open(path) as archive:
-                archive.extractall(tmp, filter="data")
+                if hasattr(tarfile, "data_filter"):  # Python 3.10.12+, 3.11.4+
+                    archive.extractall(tmp, filter="data")
+                else:  # older Pythons: refuse what the "data" filter would refuse, then extract
+                    for member in archive.getmembers():
+                        if (member.name.startswith("/") or ".." in Path(member.name).parts
+                                or member.issym() or member.islnk() or member.isdev()):
+                            raise AlexnetError(f"{path}: refusing archive member {member.name}")
+                    archive.extractall(tmp)
         os.replace(tmp, target)
+    except AlexnetError:
+        raise
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
         raise AlexnetError(f"{path}: cannot extract archive ({type(error).__name__}: {error})") from error
     finally:

@@ -25,6 +25,7 @@ class Plan:
     is_chief: bool  # this process writes the run folder
     worker: str  # this process, for messages ("worker 1 of 2")
     engine: object = None  # the tf.distribute strategy, or the keras.distribution object
+    shard: tuple = (0, 1)  # (this process, processes): the share of each global batch this process feeds
 
     def scope(self):
         """The context to build and compile the model in."""
@@ -86,15 +87,18 @@ def _tensorflow_plan(strategy):
         "(see the README); for several GPUs in one machine, --strategy mirrored.")
 
 
-def _jax_plan():
-    """keras.distribution.DataParallel over every device of every process.
+def initialize_processes(strategy):
+    """Joins the processes of a multi-host JAX job; must run before any other JAX call.
 
     Several processes (hosts) join through jax.distributed.initialize, from
     JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or from
-    Slurm's variables, which JAX reads itself.
+    Slurm's variables, which JAX reads itself. A no-op for one process.
     """
-    import jax
     import keras
+
+    if keras.backend.backend() != "jax" or strategy not in ("auto", "data-parallel"):
+        return
+    import jax
 
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         try:
@@ -105,9 +109,17 @@ def _jax_plan():
             raise UsageError(f"JAX_COORDINATOR_ADDRESS is set but {error.args[0]} is not") from None
     elif os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         jax.distributed.initialize()
+
+
+def _jax_plan():
+    """keras.distribution.DataParallel over every device of every process (see initialize_processes)."""
+    import jax
+    import keras
+
     devices = jax.devices()
     engine = keras.distribution.DataParallel(devices=devices)
     keras.distribution.set_distribution(engine)
     return Plan("data-parallel", len(devices), jax.process_index() == 0,
-                f"process {jax.process_index()} of {jax.process_count()}", engine)
+                f"process {jax.process_index()} of {jax.process_count()}", engine,
+                shard=(jax.process_index(), jax.process_count()))
 

@@ -73,7 +73,14 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None):
     if data is None:
         data, limit_test = config.data, config.limit_test if limit_test is None else limit_test
     model = load_model(model_path)
-    dataset = load_dataset(data, storage_size=tuple(model.input_shape[1:3]), strict=config.strict if config else False)
+    # A run's own data loads as it did in training (so the decoded-data cache is reused); other data is
+    # stored at the size the model takes.
+    own = config is not None and data == config.data
+    storage = config.storage_size if own else tuple(model.input_shape[1:3])
+    dataset = load_dataset(data, storage_size=storage, strict=config.strict if config else False)
+    if dataset.x_test.shape[1:3] != tuple(model.input_shape[1:3]):
+        raise UsageError(f"the model takes {model.input_shape[1]}x{model.input_shape[2]} images but {data} "
+                         f"holds {dataset.x_test.shape[1]}x{dataset.x_test.shape[2]}")
     classes = model.output_shape[-1]
     if classes != len(dataset.class_names):
         raise UsageError(f"the model predicts {classes} classes but {data} has {len(dataset.class_names)}")

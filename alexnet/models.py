@@ -68,7 +68,8 @@ def _conv_block(x, index, filters, kernel, strides, normalization, pool):
         activation="relu", name=f"conv{index}",
     )(x)
     if normalization == "lrn":
-        x = LocalResponseNormalization(n=5, k=2.0, alpha=1e-4, beta=0.75, name=f"lrn{index}")(x)
+        # float32 whatever the policy: squared activations overflow float16 above about 256.
+        x = LocalResponseNormalization(n=5, k=2.0, alpha=1e-4, beta=0.75, name=f"lrn{index}", dtype="float32")(x)
     else:
         x = layers.BatchNormalization(name=f"bn{index}")(x)
     if pool:

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 
-def make_dataset(images, labels, batch_size, shuffle=False, seed=None, num_classes=None):
+def make_dataset(images, labels, batch_size, shuffle=False, seed=None, num_classes=None, shard=(0, 1)):
     """Returns batches of (uint8 images (B, H, W, C), labels) for `model.fit` / `predict`.
 
     Args:
@@ -25,10 +25,12 @@ def make_dataset(images, labels, batch_size, shuffle=False, seed=None, num_class
         shuffle: reshuffle the whole split every epoch before batching.
         seed: seed of the shuffle order.
         num_classes: if given, labels become one-hot float vectors (for label smoothing).
+        shard: (this process, processes): with several JAX processes each one feeds its share of every
+            global batch (Keras's JAX trainer takes the per-process part); the order is the same in all.
     """
     if keras.backend.backend() == "tensorflow":
         return _tf_dataset(images, labels, batch_size, shuffle, seed, num_classes)
-    return ArrayBatches(images, labels, batch_size, shuffle, seed, num_classes)
+    return ArrayBatches(images, labels, batch_size, shuffle, seed, num_classes, shard)
 
 
 def _tf_dataset(images, labels, batch_size, shuffle, seed, num_classes):
@@ -47,18 +49,15 @@ def _tf_dataset(images, labels, batch_size, shuffle, seed, num_classes):
         return tf.gather(images, index), batch_labels
 
     batches = order.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()
-    # Under tf.distribute every worker builds the same (same-seeded) pipeline and keeps its share of each
-    # batch; there are no files to shard by.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return batches.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 class ArrayBatches(keras.utils.PyDataset):
     """Seeded, reshuffled-every-epoch batches of in-memory arrays, for the JAX and PyTorch backends."""
 
-    def __init__(self, images, labels, batch_size, shuffle=False, seed=None, num_classes=None):
+    def __init__(self, images, labels, batch_size, shuffle=False, seed=None, num_classes=None, shard=(0, 1)):
         super().__init__(workers=1, use_multiprocessing=False)
+        self.shard = shard
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
         self.batch_size, self.shuffle, self.num_classes = batch_size, shuffle, num_classes
         self._rng = np.random.default_rng(seed)
@@ -68,7 +67,7 @@ class ArrayBatches(keras.utils.PyDataset):
         return -(-len(self.labels) // self.batch_size)
 
     def __getitem__(self, index):
-        rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        rows = self._order[index * self.batch_size:(index + 1) * self.batch_size][self.shard[0]::self.shard[1]]
         labels = self.labels[rows]
         if self.num_classes:
             labels = np.eye(self.num_classes, dtype=np.float32)[labels]

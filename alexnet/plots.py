@@ -47,7 +47,7 @@ def sample_grid(images, labels, class_names, path, count=20, columns=5, seed=0):
 
 
 def read_history(path):
-    """Reads Keras's CSVLogger file into {column: [float per epoch]}."""
+    """Reads a run's history.csv into {column: [float per epoch]}."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}

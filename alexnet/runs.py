@@ -13,7 +13,8 @@ from alexnet.errors import UsageError
 RUN_MARKER = "config.json"  # a folder holding this file holds a run
 # Everything a run writes in its folder; --overwrite removes these and nothing else.
 RUN_ENTRIES = ("config.json", "history.csv", "logs", "checkpoints", "model.keras", "best.keras", "metrics.json",
-               "samples.png", "curves.png", "report.json", "report.md", "confusion.png", "mistakes.png")
+               "samples.png", "curves.png", "report.json", "report.md", "confusion.png", "mistakes.png",
+               "evaluation")
 
 
 def new_run_dir(run_dir, model, overwrite=False, root="runs"):
@@ -99,16 +100,13 @@ def environment():
         "numpy": numpy.__version__,
         "backend": keras.backend.backend(),
     }
-    try:
-        import tensorflow as tf
+    from alexnet.backend import tensorflow
 
+    tf = tensorflow()
+    if tf is not None:
         info["tensorflow"] = tf.__version__
-    except ImportError:
-        pass
     backend = info["backend"]
     if backend == "tensorflow":
-        import tensorflow as tf
-
         info["devices"] = [d.name for d in tf.config.list_logical_devices()]
     elif backend == "jax":
         import jax

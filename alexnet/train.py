@@ -60,8 +60,10 @@ def _resume_config(run_dir, epochs):
     done, _ = latest_checkpoint(run_dir)
     finished = done >= config.epochs and (run_dir / "metrics.json").is_file()
     if epochs is not None:
-        if epochs < done:
-            raise UsageError(f"--epochs {epochs} is fewer than the {done} epochs this run has completed")
+        least = config.epochs + 1 if finished else done + 1
+        if epochs < least:
+            raise UsageError(f"--epochs {epochs}: this run has completed {done} of its {config.epochs} epochs; "
+                             f"give at least {least}, or leave --epochs out to finish the planned run")
         config.epochs = epochs
     elif finished:
         raise UsageError(f"{run_dir} finished all {config.epochs} epochs; to train it further, "
@@ -109,13 +111,16 @@ def _train(config, resume, epochs):
     """
     from alexnet import recipes
     from alexnet.backend import load_keras, select_backend, speed_settings
-    from alexnet.distribute import plan
+    from alexnet.distribute import initialize_processes, plan
 
     config, stored = _resume_config(resume, epochs) if resume else (config.validate(), None)
     select_backend(config.backend)
     keras = load_keras()
+    initialize_processes(config.strategy)  # multi-host JAX: before any other JAX call
     speed = speed_settings(config.jit, config.mixed_precision)
     distribution = plan(config.strategy, speed["gpus"])  # before other TensorFlow work, as tf.distribute asks
+    # A resumed run must not change backend or strategy with the environment: record what was resolved.
+    config = dataclasses.replace(config, backend=keras.backend.backend(), strategy=distribution.strategy)
     keras.config.set_dtype_policy(speed["dtype_policy"])
     deterministic = make_deterministic(config.seed, speed["device"])
     dataset, splits = load_splits(config)
@@ -129,13 +134,13 @@ def _train(config, resume, epochs):
     if not distribution.is_chief:  # other workers run every step but write to a folder of their own
         run_dir = Path(tempfile.mkdtemp(prefix="alexnet-worker-"))
         try:
-            return _run(keras, config, step_config, dataset, splits, run_dir, Path(config.run_dir or run_dir),
-                        speed, distribution)
+            return _run(keras, config, step_config, dataset, splits, run_dir,
+                        Path(config.run_dir) if resume else run_dir, speed, distribution)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
     if resume:
         run_dir = Path(config.run_dir)
-        runs.write_json(run_dir / runs.RUN_MARKER, stored)
+        runs.write_json(run_dir / runs.RUN_MARKER, {**stored, "settings": config.to_dict()})
     else:
         run_dir = runs.new_run_dir(config.run_dir, config.model, overwrite=config.overwrite)
         data_info = {
@@ -189,13 +194,14 @@ def _run(keras, config, step_config, dataset, splits, run_dir, checkpoint_dir, s
 
     if done < config.epochs:
         callbacks = [EpochLog(run_dir, len(splits.x_train), ["test_accuracy"] if config.test_each_epoch else []),
-                     Checkpoints(run_dir, _best_val_accuracy(run_dir)), keras.callbacks.TerminateOnNaN(),
-                     TimeEstimate(config.epochs - done, speed["device"])]
-        _fit(model, step_config, splits, checkpoint_dir, done, callbacks)
+                     keras.callbacks.TerminateOnNaN(), TimeEstimate(config.epochs - done, speed["device"])]
+        if distribution.is_chief:  # only the chief's checkpoints are ever resumed from
+            callbacks.insert(1, Checkpoints(run_dir, _best_val_accuracy(run_dir)))
+        _fit(model, step_config, splits, checkpoint_dir, done, callbacks, distribution.shard)
     return run_dir, _finish(model, step_config, splits, run_dir)
 
 
-def _fit(model, config, splits, run_dir, done, callbacks):
+def _fit(model, config, splits, run_dir, done, callbacks, shard=(0, 1)):
     from alexnet.pipeline import make_dataset
     from alexnet.recipes import uses_one_hot
 
@@ -204,8 +210,8 @@ def _fit(model, config, splits, run_dir, done, callbacks):
 
     classes = len(splits.class_names) if uses_one_hot(config.recipe) else None
     train_data = make_dataset(splits.x_train, splits.y_train, config.batch_size, shuffle=True,
-                              seed=config.seed + done, num_classes=classes)
-    val_data = make_dataset(splits.x_val, splits.y_val, config.batch_size, num_classes=classes)
+                              seed=config.seed + done, num_classes=classes, shard=shard)
+    val_data = make_dataset(splits.x_val, splits.y_val, config.batch_size, num_classes=classes, shard=shard)
     if config.test_each_epoch:
         test_data = make_dataset(splits.x_test, splits.y_test, config.batch_size, num_classes=classes)
         callbacks = [TestEachEpoch(test_data), *callbacks]
@@ -242,7 +248,8 @@ def _finish(model, config, splits, run_dir):
                "test_top5_accuracy": report.get("top5_accuracy"), "test_images": report["test_images"],
                "epochs": config.epochs}
     runs.write_json(run_dir / "metrics.json", metrics)
-    plots.training_curves(plots.read_history(run_dir / "history.csv"), run_dir / "curves.png")
+    if (run_dir / "history.csv").is_file():  # a worker that resumed a finished run trained no epoch here
+        plots.training_curves(plots.read_history(run_dir / "history.csv"), run_dir / "curves.png")
     print(f"Test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
           f"on {metrics['test_images']} images")
     logs = f"; tensorboard --logdir {run_dir / 'logs'}" if (run_dir / "logs").is_dir() else \

@@ -137,6 +137,7 @@ def test_a_folder_that_holds_a_run_is_not_overwritten(trained_run, cifar_slice, 
 @pytest.mark.parametrize("argv,code,message", [
     (["train", "--epochs", "0"], 2, "--epochs: must be a positive integer"),
     (["train", "--lr", "-1"], 2, "--lr: must be a positive number"),
+    (["train", "--seed", "-3"], 2, "--seed: must be a non-negative integer"),
     (["train", "--model", "vgg"], 2, "invalid choice: 'vgg'"),
     (["train", "--image-size", "50"], 2, "the smallest that works is 67"),
     (["train", "--data", "/does/not/exist"], 2, "no such file or folder"),

@@ -1,6 +1,6 @@
 import numpy as np
 
-from alexnet.pipeline import make_dataset
+from alexnet.pipeline import ArrayBatches, make_dataset
 
 
 def _data(n=10):
@@ -35,3 +35,14 @@ def test_without_shuffle_the_order_is_kept():
     images, labels = _data(7)
     order = np.concatenate([y for _, y in _epoch(make_dataset(images, labels, batch_size=3))])
     np.testing.assert_array_equal(order, np.arange(7))
+
+
+def test_process_shards_partition_every_global_batch():
+    images, labels = _data(20)
+    shards = [ArrayBatches(images, labels, batch_size=8, shuffle=True, seed=3, shard=(i, 2)) for i in range(2)]
+    whole = ArrayBatches(images, labels, batch_size=8, shuffle=True, seed=3)
+    assert len(shards[0]) == len(whole) == 3
+    for index in range(len(whole)):
+        parts = [shard[index][1] for shard in shards]
+        assert sorted(np.concatenate(parts)) == sorted(whole[index][1])  # same global batch, split in two
+        assert not set(parts[0]) & set(parts[1])
