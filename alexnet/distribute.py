@@ -117,7 +117,9 @@ def _jax_plan():
     import keras
 
     devices = jax.devices()
-    engine = keras.distribution.DataParallel(devices=devices)
+    # Each process feeds its own share of every global batch (pipeline.make_dataset's `shard`), so Keras
+    # must not shard again; it only does that for tf.data anyway.
+    engine = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
     keras.distribution.set_distribution(engine)
     return Plan("data-parallel", len(devices), jax.process_index() == 0,
                 f"process {jax.process_index()} of {jax.process_count()}", engine,

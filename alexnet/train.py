@@ -193,12 +193,14 @@ def _run(keras, config, step_config, dataset, splits, run_dir, checkpoint_dir, s
             model.summary()
 
     if done < config.epochs:
+        # Every process saves (others into their own temporary folder): with several JAX processes, saving
+        # reads sharded arrays and takes all processes at once, so all must decide alike when to save
+        # best.keras, from the same (the chief's) history.
         callbacks = [EpochLog(run_dir, len(splits.x_train), ["test_accuracy"] if config.test_each_epoch else []),
-                     keras.callbacks.TerminateOnNaN(), TimeEstimate(config.epochs - done, speed["device"])]
-        if distribution.is_chief:  # only the chief's checkpoints are ever resumed from
-            callbacks.insert(1, Checkpoints(run_dir, _best_val_accuracy(run_dir)))
+                     Checkpoints(run_dir, _best_val_accuracy(checkpoint_dir)), keras.callbacks.TerminateOnNaN(),
+                     TimeEstimate(config.epochs - done, speed["device"])]
         _fit(model, step_config, splits, checkpoint_dir, done, callbacks, distribution.shard)
-    return run_dir, _finish(model, step_config, splits, run_dir)
+    return run_dir, _finish(model, step_config, splits, run_dir, multi_process=distribution.shard[1] > 1)
 
 
 def _fit(model, config, splits, run_dir, done, callbacks, shard=(0, 1)):
@@ -236,12 +238,29 @@ def _fit(model, config, splits, run_dir, done, callbacks, shard=(0, 1)):
                            f"{kept}. Lower --lr (now {config.lr}) and start a new run.")
 
 
-def _finish(model, config, splits, run_dir):
+def _local_copy(model):
+    """The model with its (replicated) weights on this process's devices alone.
+
+    With several JAX processes, predictions come back as arrays spread over
+    every process, which no process can read; each process evaluates the test
+    split on its own copy instead (only the chief's report is kept).
+    """
+    import keras
+
+    keras.distribution.set_distribution(None)
+    local = keras.models.clone_model(model)
+    local.set_weights(model.get_weights())
+    return local
+
+
+def _finish(model, config, splits, run_dir, multi_process=False):
     """Writes the final model, the test metrics, the evaluation report and the curves."""
     from alexnet.callbacks import save_model_atomic
     from alexnet.report import write_report
 
-    save_model_atomic(model, run_dir / "model.keras")
+    save_model_atomic(model, run_dir / "model.keras")  # every process: saving a sharded model is collective
+    if multi_process:
+        model = _local_copy(model)
     report = write_report(model, splits.x_test, splits.y_test, splits.class_names, run_dir,
                           log_dir=run_dir / "logs" / "test", step=config.epochs)
     metrics = {"test_loss": report["test_loss"], "test_accuracy": report["top1_accuracy"],

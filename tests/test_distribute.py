@@ -7,8 +7,11 @@ TensorFlow or JAX start.
 import csv
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -76,3 +79,78 @@ def test_jax_data_parallel_over_two_cpu_devices(cifar_slice, tmp_path):
     assert "Strategy data-parallel: 2 replicas" in result.stdout and "global batch 32" in result.stdout
     assert (tmp_path / "run" / "metrics.json").is_file()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["distribution"]["replicas"] == 2
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_jax_processes(argv, tmp_path, count=2):
+    """`count` JAX processes on localhost, one CPU device each, joined through JAX_COORDINATOR_ADDRESS."""
+    port = _free_port()
+    processes = []
+    for index in range(count):
+        private_tmp = tmp_path / f"tmp{index}"
+        private_tmp.mkdir(exist_ok=True)
+        env = {**os.environ, "KERAS_BACKEND": "jax", "TMPDIR": str(private_tmp),
+               "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": str(count),
+               "JAX_PROCESS_ID": str(index)}
+        processes.append(subprocess.Popen([sys.executable, "-m", "alexnet", "train", *argv], env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return processes
+
+
+def _wait_all(processes, timeout=400):
+    outputs = []
+    for process in processes:
+        out, _ = process.communicate(timeout=timeout)
+        assert process.returncode == 0, out[-4000:]
+        outputs.append(out)
+    return outputs
+
+
+def _require_jax():
+    if subprocess.run([sys.executable, "-c", "import jax"], capture_output=True).returncode:
+        pytest.skip("jax is not installed (pip install -e '.[jax]')")
+
+
+def test_jax_two_processes_on_localhost_and_only_the_chief_writes_the_run(cifar_slice, tmp_path):
+    _require_jax()
+    run_dir = tmp_path / "run"
+    argv = ["--data", str(cifar_slice), "--epochs", "1", *TINY, "--strategy", "data-parallel", "--batch-size", "16",
+            "--run-dir", str(run_dir)]
+    chief, other = _wait_all(_start_jax_processes(argv, tmp_path))
+    print(chief[-1200:])
+    assert "Strategy data-parallel: 2 replicas, process 0 of 2" in chief and "process 1 of 2" in other
+    for name in ("config.json", "history.csv", "model.keras", "metrics.json", "report.json",
+                 "checkpoints/epoch-0001.keras"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "config.json").read_text())["distribution"]["global_batch"] == 32
+    assert list((tmp_path / "tmp1").iterdir()) == []  # the other process removed its folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tmp0", "tmp1"]
+
+
+def test_jax_a_killed_process_then_both_restarted_resume_from_the_last_epoch(cifar_slice, tmp_path):
+    _require_jax()
+    run_dir = tmp_path / "run"
+    argv = ["--data", str(cifar_slice), "--epochs", "4", *TINY, "--strategy", "data-parallel", "--batch-size", "16",
+            "--run-dir", str(run_dir)]
+    chief, other = _start_jax_processes(argv, tmp_path)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "epoch-0002.keras").exists():
+        assert chief.poll() is None and other.poll() is None, "a process ended early"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    other.send_signal(signal.SIGKILL)  # one process dies; the chief then waits on it in a collective,
+    chief.send_signal(signal.SIGKILL)  # so the job is stopped and restarted whole
+    chief.wait(), other.wait()
+    assert not (run_dir / "metrics.json").exists()
+
+    outputs = _wait_all(_start_jax_processes(["--resume", str(run_dir)], tmp_path))
+    print(outputs[0][-1200:])
+    assert all("Resuming after epoch" in out for out in outputs)
+    with open(run_dir / "history.csv", newline="") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2", "3"]
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 4
