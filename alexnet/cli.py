@@ -12,34 +12,23 @@ from alexnet.config import TrainConfig
 from alexnet.errors import AlexnetError, UsageError
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, received {value}")
-    return value
+def _number(kind, least, what):
+    """An argparse type: `kind` (int or float) at least `least`, finite, named `what` in errors."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {what}, received {text!r}") from None
+        if not least <= value < float("inf"):  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be a {what}, received {text}")
+        return value
+
+    return parse
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, received {text}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, received {value}")
-    return value
+_positive_int = _number(int, 1, "positive integer")
+_non_negative_int = _number(int, 0, "non-negative integer")
+_positive_float = _number(float, float.fromhex("0x1p-1074"), "positive number")  # the smallest float above 0
 
 
 def _size(text):
