@@ -83,17 +83,22 @@ def _best_val_accuracy(run_dir):
 
 
 def train(config: TrainConfig = None, resume=None, epochs=None):
-    """Runs (or resumes) a training run; see `_train`. Keras's global dtype policy is restored afterwards."""
+    """Runs (or resumes) a training run; see `_train`.
+
+    Keras's global dtype policy and distribution are restored afterwards, so a
+    caller's later models are not built under this run's settings.
+    """
     from alexnet.backend import load_keras, select_backend
 
     if config is not None:
         select_backend(config.backend)  # before Keras loads
     keras = load_keras()
-    policy = keras.config.dtype_policy()
+    policy, distribution = keras.config.dtype_policy(), keras.distribution.distribution()
     try:
         return _train(config, resume, epochs)
     finally:
         keras.config.set_dtype_policy(policy)
+        keras.distribution.set_distribution(distribution)
 
 
 def _train(config, resume, epochs):
