@@ -7,10 +7,12 @@ folders are cached as `.npy` files keyed by the files' names, sizes and
 modification times.
 """
 
+import atexit
 import collections
 import concurrent.futures
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -26,9 +28,9 @@ import numpy as np
 from alexnet.errors import AlexnetError, UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".zip")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-_CACHE_FORMAT = 1  # bump when the cached arrays change meaning
+_CACHE_FORMAT = 2  # bump when the cached arrays or meta.json change meaning
 
 
 @dataclasses.dataclass
@@ -45,11 +47,39 @@ class Dataset:
 
 
 def cache_dir():
-    """Returns the folder for decoded datasets and extracted archives."""
+    """Returns the folder for decoded datasets and extracted archives ($ALEXNET_CACHE_DIR or ~/.cache/alexnet).
+
+    Raises:
+        UsageError: If $ALEXNET_CACHE_DIR names something that is not a folder.
+    """
     if os.environ.get("ALEXNET_CACHE_DIR"):
-        return Path(os.environ["ALEXNET_CACHE_DIR"])
+        folder = Path(os.environ["ALEXNET_CACHE_DIR"]).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"ALEXNET_CACHE_DIR={folder} is a file, not a folder; point it at a folder "
+                             "(it is created if missing) or unset it to use ~/.cache/alexnet")
+        return folder
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "alexnet"
+
+
+_warned_unwritable = set()
+
+
+def writable_cache_dir():
+    """The cache folder if it can be written (created if missing), else None after one warning."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
+        probe.close()
+        return folder
+    except OSError as error:
+        if str(folder) not in _warned_unwritable:
+            _warned_unwritable.add(str(folder))
+            print(f"warning: cannot write the cache folder {folder} ({type(error).__name__}: {error.strerror}); "
+                  "working in memory and without a cache (set ALEXNET_CACHE_DIR to a writable folder to keep "
+                  "decoded images between runs)", file=sys.stderr)
+        return None
 
 
 def load_dataset(data="cifar10", storage_size=None, strict=False):
@@ -58,7 +88,7 @@ def load_dataset(data="cifar10", storage_size=None, strict=False):
     Args:
         data: "cifar10" (Keras's download), or the path of an image folder
             (`train/<class>/*`, `test/<class>/*`), of a `cifar-10-batches-py`
-            folder, or of a .tar.gz/.tgz/.tar/.zip archive of either.
+            folder, or of an archive of either (ARCHIVE_SUFFIXES).
         storage_size: (height, width) to store images at; None keeps the
             source's own size (for folders: the most common size in it).
         strict: Fail on unreadable image files instead of skipping them.
@@ -176,7 +206,16 @@ def read_cifar_batch(path, num_classes=10):
     data, labels = batch.get("data"), batch.get("labels")
     if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels is None:
         raise AlexnetError(f"{path}: not a CIFAR-10 batch (expected 'data' of shape (N, 3072) and 'labels')")
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    try:
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
+        raise AlexnetError(f"{path}: labels must be integers 0..{num_classes - 1}; found "
+                           f"{type(labels[0]).__name__ if len(labels) else 'none'} values") from None
+    if not np.issubdtype(data.dtype, np.integer) and not np.issubdtype(data.dtype, np.floating):
+        raise AlexnetError(f"{path}: pixel data of type {data.dtype}; expected integers 0..255")
+    if data.size and (data.min() < 0 or data.max() > 255 or
+                      (np.issubdtype(data.dtype, np.floating) and not np.array_equal(data, np.rint(data)))):
+        raise AlexnetError(f"{path}: pixel values must be whole numbers 0..255; found {data.min()}..{data.max()}")
     if len(labels) != len(data):
         raise AlexnetError(f"{path}: {len(data)} images but {len(labels)} labels")
     bad = labels[(labels < 0) | (labels >= num_classes)]
@@ -230,6 +269,8 @@ def _to_rgb(image):
     """Converts any PIL mode to RGB; transparent pixels are composited on white."""
     from PIL import Image
 
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16/32-bit integer or float samples
+        image = _scaled_to_8_bits(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -237,6 +278,30 @@ def _to_rgb(image):
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, image).convert("RGB")
     return image.convert("RGB")
+
+
+def _scaled_to_8_bits(image):
+    """A high-bit-depth grayscale image scaled to 8 bits ("L"), not clipped at 255.
+
+    16-bit modes are scaled by 255/65535; 32-bit integers by their type's range
+    when values exceed 16 bits; floats are taken as 0..1 (the TIFF convention)
+    unless they exceed 1, then as 0..255.
+    """
+    from PIL import Image
+
+    values = np.asarray(image)
+    if image.mode == "F":
+        values = values.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError("float image holds NaN or infinite values")
+        scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0
+    elif image.mode == "I" and values.max(initial=0) > 65535:
+        scale = 255.0 / (2 ** 31 - 1)
+    else:  # I;16 variants, or 32-bit integers holding 16-bit data (PIL reads 16-bit PNGs as "I")
+        scale = 255.0 / 65535
+    if values.min(initial=0) < 0:
+        raise ValueError(f"{image.mode} image holds negative values")
+    return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), mode="L")
 
 
 def decode_image(path, size=None):
@@ -263,8 +328,9 @@ def _image_size(path):
 def _progress(total, label):
     import keras
 
-    print(label)
-    return keras.utils.Progbar(total, unit_name="image")
+    print(label, flush=True)
+    # A bar on a terminal; into a file or a pipe, one line when done (the bar's redraws would fill logs).
+    return keras.utils.Progbar(total, unit_name="image", verbose=1 if sys.stdout.isatty() else 2)
 
 
 def _parallel_map(function, items, label):
@@ -318,12 +384,14 @@ def load_image_folder(root, storage_size=None, strict=False):
             parts += [part] * len(files[name])
 
     # The key uses the size as asked ("auto" for None), so a cached folder loads without reading any image.
-    cached = cache_dir() / f"folder-{_folder_key(paths, storage_size)}"
-    if (cached / "meta.json").is_file():
-        meta = json.loads((cached / "meta.json").read_text())
-        _report_skipped(meta["skipped"], strict)
-        return Dataset(*(np.load(cached / f"{name}.npy") for name in ("x_train", "y_train", "x_test", "y_test")),
-                       class_names=meta["class_names"], source=str(root), skipped=meta["skipped"])
+    key = _folder_key(paths, storage_size)
+    cache = writable_cache_dir()
+    cached = cache / f"folder-{key}" if cache is not None else None
+    if cached is not None and cached.is_dir():
+        dataset = _read_cache(cached, key, class_names, root)
+        if dataset is not None:
+            _report_skipped(dataset.skipped, strict)
+            return dataset
 
     size = storage_size
     if size is None:
@@ -350,8 +418,43 @@ def load_image_folder(root, storage_size=None, strict=False):
             raise AlexnetError(f"--data: no readable images left in {root / part}")
         arrays[f"x_{part}"] = np.stack([images[i] for i in chosen])
         arrays[f"y_{part}"] = np.asarray([labels[i] for i in chosen], dtype=np.int64)
-    _write_cache(cached, arrays, {"class_names": class_names, "skipped": skipped, "root": str(root)})
+    if cached is not None:
+        _write_cache(cached, arrays, {"key": key, "class_names": class_names, "skipped": skipped, "root": str(root)})
     return Dataset(**arrays, class_names=class_names, source=str(root), skipped=skipped)
+
+
+_CACHED_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _read_cache(folder, key, class_names, root):
+    """Reads a decoded-image cache folder, checking it against meta.json; None (after one line) if damaged.
+
+    meta.json holds the key, the class names and each array's shape, dtype and
+    SHA-256, so a truncated, edited or foreign file is caught, not trained on.
+    A damaged folder is removed so that the next run does not meet it again.
+    """
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("key") != key or meta.get("class_names") != class_names:
+            raise ValueError("it belongs to other files")
+        arrays = {}
+        for name in _CACHED_ARRAYS:
+            expected = meta["arrays"][name]
+            data = (folder / f"{name}.npy").read_bytes()
+            if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+                raise ValueError(f"{name}.npy does not match its checksum")
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+            if list(array.shape) != expected["shape"] or str(array.dtype) != expected["dtype"]:
+                raise ValueError(f"{name}.npy has shape {array.shape}, expected {expected['shape']}")
+            arrays[name] = array
+        if len(arrays["x_train"]) != len(arrays["y_train"]) or len(arrays["x_test"]) != len(arrays["y_test"]):
+            raise ValueError("images and labels differ in number")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        print(f"warning: the decoded-image cache {folder} is damaged ({error}); decoding the images again",
+              file=sys.stderr)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return Dataset(**arrays, class_names=meta["class_names"], source=str(root), skipped=meta.get("skipped", []))
 
 
 def _report_skipped(skipped, strict):
@@ -366,20 +469,37 @@ def _report_skipped(skipped, strict):
 
 
 def _write_cache(folder, arrays, meta):
-    """Writes the cache folder under a temporary name and renames it, so a crash leaves no half cache."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    """Writes the cache folder under a temporary name and renames it, so a crash leaves no half cache.
+
+    Two processes may decode the same folder at once: the first rename wins and
+    the other's copy is dropped (both hold the same arrays).
+    """
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+        meta = {**meta, "arrays": {}}
         for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", array)
-        (tmp / "meta.json").write_text(json.dumps(meta))  # written last: marks the folder complete
-        if folder.exists():  # another process cached the same folder meanwhile
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, folder)
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            (tmp / f"{name}.npy").write_bytes(buffer.getvalue())
+            meta["arrays"][name] = {"shape": list(array.shape), "dtype": str(array.dtype),
+                                    "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        _rename_unless_present(tmp, folder)
     except OSError as error:
-        shutil.rmtree(tmp, ignore_errors=True)
         print(f"warning: could not cache decoded images in {folder.parent} ({error})", file=sys.stderr)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rename_unless_present(tmp, target):
+    """Renames the folder tmp to target; if another process put target in place first, keeps theirs."""
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():  # not a lost race: a real error
+            raise
 
 
 def _resized(dataset, size):
@@ -396,7 +516,7 @@ def _resized(dataset, size):
 
 
 def extract_archive(path):
-    """Extracts a .tar.gz/.tgz/.tar/.zip archive once into the cache and returns the folder.
+    """Extracts a tar (plain, gzip, xz, bzip2) or zip archive once into the cache and returns the folder.
 
     Extraction goes to a temporary folder that is renamed when complete, and
     tar members that would land outside it (absolute paths, '..', links) are
@@ -405,12 +525,15 @@ def extract_archive(path):
     path = Path(path)
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode()).hexdigest()[:24]
-    target = cache_dir() / f"archive-{key}"
+    cache = writable_cache_dir()
+    if cache is None:  # no writable cache: extract into a temporary folder removed at exit
+        cache = Path(tempfile.mkdtemp(prefix="alexnet-extract-"))
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    target = cache / f"archive-{key}"
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    print(f"Extracting {path} into {target} (once)", file=sys.stderr)
+    print(f"Extracting {path} ...", file=sys.stderr, flush=True)
     try:
         if path.name.lower().endswith(".zip"):
             with zipfile.ZipFile(path) as archive:
@@ -428,13 +551,15 @@ def extract_archive(path):
                                 or member.issym() or member.islnk() or member.isdev()):
                             raise AlexnetError(f"{path}: refusing archive member {member.name}")
                     archive.extractall(tmp)
-        os.replace(tmp, target)
+        _rename_unless_present(tmp, target)  # a concurrent extraction may have won: then its copy is used
     except AlexnetError:
         raise
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
-        raise AlexnetError(f"{path}: cannot extract archive ({type(error).__name__}: {error})") from error
+        raise AlexnetError(f"{path}: cannot extract archive ({type(error).__name__}: {error}); nothing was kept, "
+                           "the next run tries again") from error
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    print(f"Extracted into {target}; later runs reuse it", file=sys.stderr)
     return target
 
 

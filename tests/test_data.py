@@ -210,3 +210,133 @@ def test_offline_keras_download_is_a_short_error(monkeypatch):
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
     with pytest.raises(AlexnetError, match="could not download CIFAR-10.*--data PATH"):
         data.load_dataset("cifar10")
+
+
+# --- hardening: the cache, concurrency, bit depths, batch contents -------------------
+
+
+@pytest.mark.parametrize("damage", ["truncate x_train", "garbage meta", "swap arrays"])
+def test_a_damaged_cache_is_rebuilt_with_one_line(tmp_path, monkeypatch, capsys, damage):
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
+    root = _folder(tmp_path / "src")
+    first = data.load_image_folder(root)
+    (cached,) = data.cache_dir().glob("folder-*")
+    if damage == "truncate x_train":
+        content = (cached / "x_train.npy").read_bytes()
+        (cached / "x_train.npy").write_bytes(content[: len(content) // 2])
+    elif damage == "garbage meta":
+        (cached / "meta.json").write_text("{not json")
+    else:  # a well-formed .npy with the wrong contents
+        os.replace(cached / "x_test.npy", cached / "x_train.npy")
+    capsys.readouterr()
+    second = data.load_image_folder(root)
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    err = capsys.readouterr().err
+    assert err.count(" is damaged (") == 1 and "decoding the images again" in err
+    third = data.load_image_folder(root)  # rebuilt: loads quietly again
+    np.testing.assert_array_equal(first.x_train, third.x_train)
+    assert " is damaged (" not in capsys.readouterr().err
+
+
+def test_a_read_only_cache_decodes_in_memory_and_warns_once(tmp_path, monkeypatch, capsys):
+    readonly = tmp_path / "ro"
+    readonly.mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root writes through mode bits: put the cache under a file, which no one can write
+        (tmp_path / "blocker").write_text("")
+        readonly = tmp_path / "blocker" / "cache"
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(readonly))
+    data._warned_unwritable.clear()
+    root = _folder(tmp_path / "src")
+    archive = tmp_path / "src.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root, arcname="src")
+    first = data.load_image_folder(root)
+    second = data.load_dataset(str(archive))
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    err = capsys.readouterr().err
+    assert err.count("cannot write the cache folder") == 1 and "ALEXNET_CACHE_DIR" in err
+
+
+def test_cache_dir_that_is_a_file_names_the_variable(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "file"))
+    with pytest.raises(UsageError, match="ALEXNET_CACHE_DIR=.* is a file, not a folder"):
+        data.load_image_folder(_folder(tmp_path / "src"))
+
+
+def test_concurrent_extractions_of_one_archive_both_succeed(tmp_path, monkeypatch):
+    """Forces the interleaving: the other process's rename lands while this one is extracting."""
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
+    root = _folder(tmp_path / "src" / "mydata")
+    archive = tmp_path / "mydata.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="mydata")
+    real_open = tarfile.open
+
+    def open_after_the_other_process_won(*args, **kwargs):
+        monkeypatch.setattr(tarfile, "open", real_open)
+        winner = data.extract_archive(archive)  # the "other process" finishes first
+        assert winner.is_dir()
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(tarfile, "open", open_after_the_other_process_won)
+    target = data.extract_archive(archive)
+    assert (target / "mydata" / "train" / "cat" / "0.png").is_file()
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_concurrent_cache_writes_keep_the_winner(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
+    root = _folder(tmp_path / "src")
+    real_write = data._write_cache
+
+    def write_after_the_other_process(folder, arrays, meta):
+        monkeypatch.setattr(data, "_write_cache", real_write)
+        real_write(folder, arrays, meta)  # the other process wins the rename
+        real_write(folder, arrays, meta)  # this one loses it
+
+    monkeypatch.setattr(data, "_write_cache", write_after_the_other_process)
+    first = data.load_image_folder(root)
+    second = data.load_image_folder(root)
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+
+
+@pytest.mark.parametrize("suffix,mode", [(".tar.xz", "w:xz"), (".tar.bz2", "w:bz2")])
+def test_xz_and_bzip2_tar_archives(tmp_path, suffix, mode):
+    root = _folder(tmp_path / "src" / "mydata")
+    archive = tmp_path / f"mydata{suffix}"
+    with tarfile.open(archive, mode) as tar:
+        tar.add(root, arcname="mydata")
+    assert data.load_dataset(str(archive)).x_train.shape == (6, 8, 8, 3)
+
+
+def test_high_bit_depth_images_are_scaled_not_clipped(tmp_path):
+    gradient16 = np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)
+    Image.fromarray(gradient16).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    gradient_float = np.linspace(0, 1, 64).reshape(8, 8).astype(np.float32)
+    Image.fromarray(gradient_float).save(tmp_path / "f32.tif")
+    for name in ("g16.png", "f32.tif"):
+        decoded = data.decode_image(tmp_path / name)[..., 0]
+        assert decoded[0, 0] == 0 and decoded[-1, -1] == 255, name
+        np.testing.assert_allclose(decoded.reshape(-1), np.linspace(0, 255, 64), atol=1, err_msg=name)
+
+
+def test_cifar_batch_pixel_values_above_255_are_refused_with_the_file(tmp_path):
+    folder = tmp_path / "b"
+    _write_batches(folder, n=3)
+    batch = {b"data": np.full((3, 3072), 300, dtype=np.int64), b"labels": [0, 1, 2]}
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    with pytest.raises(AlexnetError, match=r"data_batch_1: pixel values must be whole numbers 0..255; found 300"):
+        data.load_dataset(str(folder))
+
+
+def test_cifar_batch_string_labels_are_refused_with_the_file(tmp_path):
+    folder = tmp_path / "b"
+    _write_batches(folder, n=3)
+    batch = {b"data": np.zeros((3, 3072), dtype=np.uint8), b"labels": ["cat", "dog", "cat"]}
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    with pytest.raises(AlexnetError, match=r"data_batch_1: labels must be integers 0..9; found str"):
+        data.load_dataset(str(folder))
