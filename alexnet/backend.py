@@ -1,6 +1,7 @@
 """Choosing and loading the Keras backend, and the speed settings that suit the hardware."""
 
 import contextlib
+import importlib.util
 import os
 import sys
 
@@ -31,6 +32,8 @@ def select_backend(name):
         return
     if name not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}. Received: {name!r}")
+    if importlib.util.find_spec(name) is None:
+        raise ValueError(missing_backend_message(name))
     if "keras" in sys.modules:
         import keras
 
@@ -41,6 +44,12 @@ def select_backend(name):
     os.environ["KERAS_BACKEND"] = name
 
 
+def missing_backend_message(name):
+    """What to install for a Keras backend that is not installed."""
+    command = "pip install tensorflow" if name == "tensorflow" else f'pip install -e ".[{name}]" (or pip install {name})'
+    return f"the {name} backend is not installed; install it with: {command}"
+
+
 def load_keras(quiet=True):
     """Imports Keras (and so its backend) and returns the module.
 
@@ -49,13 +58,21 @@ def load_keras(quiet=True):
     set from inside the process no longer hides; with quiet=True they are
     dropped. Python exceptions are unaffected.
     """
-    if "keras" in sys.modules or not quiet:
-        import keras
+    try:
+        if "keras" in sys.modules or not quiet:
+            import keras
 
-        return keras
+            return keras
+        with _stderr_silenced():
+            import keras
+    except ModuleNotFoundError as error:  # KERAS_BACKEND names a backend that is not installed
+        if error.name in BACKENDS:
+            from alexnet.errors import UsageError
+
+            raise UsageError(missing_backend_message(error.name) +
+                             f" (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')})") from None
+        raise
     with _stderr_silenced():
-        import keras
-
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
@@ -105,22 +122,31 @@ def gpu_count():
     return 0
 
 
-def cpu_has_bf16():
-    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+def cpu_has_fast_bf16(cpuinfo=None):
+    """Whether bfloat16 training beats float32 on this CPU, from /proc/cpuinfo (BENCHMARKS.md, "dtype on CPUs").
+
+    Measured: on an AMD EPYC with AVX512-BF16, bfloat16 trains AlexNet 1.6x
+    faster than float32; on an Intel Xeon with AVX512-BF16 but no AMX it is
+    1.4x *slower* (oneDNN converts and computes on the vector units). Intel's
+    AMX tile units are what make bfloat16 fast there.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    if " amx_bf16" in cpuinfo:
+        return True
+    return "AuthenticAMD" in cpuinfo and " avx512_bf16" in cpuinfo
 
 
 def speed_settings(jit=None, mixed_precision=None):
     """Resolves --jit and --mixed-precision (None: auto) for the backend and hardware.
 
-    Measured on a 2-core AVX512-BF16 CPU (BENCHMARKS.md): bfloat16 speeds up
-    training on the TensorFlow and PyTorch backends and not on JAX; XLA does
-    not speed up TensorFlow on the CPU. On GPUs both help.
+    Measured on 2-core CPUs (BENCHMARKS.md): where `cpu_has_fast_bf16`, bfloat16
+    speeds up training on the TensorFlow and PyTorch backends and not on JAX;
+    XLA does not speed up TensorFlow on the CPU. On GPUs both help.
 
     Returns:
         {"device": "gpu" | "cpu", "gpus": n, "jit": bool, "dtype_policy": str}
@@ -135,7 +161,7 @@ def speed_settings(jit=None, mixed_precision=None):
         jit = False  # Keras's torch backend has no XLA; torch.compile is not what --jit means here
     policy = "float32"
     if mixed_precision is None:
-        mixed_precision = bool(gpus) or (cpu_has_bf16() and backend in ("tensorflow", "torch"))
+        mixed_precision = bool(gpus) or (cpu_has_fast_bf16() and backend in ("tensorflow", "torch"))
     if mixed_precision:
         policy = "mixed_bfloat16" if not gpus or _gpu_has_bf16() else "mixed_float16"
     return {"device": "gpu" if gpus else "cpu", "gpus": gpus, "jit": bool(jit), "dtype_policy": policy}

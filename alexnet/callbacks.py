@@ -25,6 +25,7 @@ CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT = re.compile(r"^epoch-(\d+)\.keras$")
 # seconds: the whole epoch, validation included; images_per_s: the training part alone.
 HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds", "images_per_s")
+TEST_EACH_EPOCH_COLUMNS = ("test_accuracy", "test_seconds", "finished_at")  # with --test-each-epoch
 
 
 def save_model_atomic(model, path):
@@ -109,7 +110,8 @@ class EpochLog(keras.callbacks.Callback):
         return self._writers[name]
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self._started
+        # TestEachEpoch (benchmarks only) ran before this callback: its time is its own column, not the epoch's.
+        seconds = time.perf_counter() - self._started - float((logs or {}).get("test_seconds", 0.0))
         logs = {**(logs or {}), "seconds": seconds, "images_per_s": self.train_images / (self._trained or seconds)}
         path = self.run_dir / "history.csv"
         new = not path.exists() or path.stat().st_size == 0
@@ -161,7 +163,7 @@ def trim_logs(run_dir, epochs_done):
     for events in sorted((run_dir / "logs").glob("*/events.out.tfevents.*")):
         records, changed = [], False
         try:
-            for record in tf.compat.v1.io.tf_record_iterator(str(events)):
+            for record in tf.data.TFRecordDataset(str(events)).as_numpy_iterator():
                 event = event_pb2.Event.FromString(record)
                 if event.HasField("summary") and event.step >= epochs_done:
                     changed = True
@@ -217,7 +219,7 @@ def _duration(seconds):
 
 
 class TestEachEpoch(keras.callbacks.Callback):
-    """Adds `test_accuracy` to each epoch's logs, for watching a benchmark run.
+    """Adds `test_accuracy`, the seconds it took (`test_seconds`) and the time (`finished_at`) to each epoch's logs.
 
     Only for monitoring (bench/gpu_check.sh): nothing may be chosen by it, or the
     test split would stop measuring generalization. Put it before EpochLog.
@@ -229,5 +231,8 @@ class TestEachEpoch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
+            started = time.perf_counter()
             results = self.model.evaluate(self.test_data, verbose=0, return_dict=True)
             logs["test_accuracy"] = results["accuracy"]
+            logs["test_seconds"] = time.perf_counter() - started  # benchmarks subtract it from their wall-clock
+            logs["finished_at"] = time.time()  # Unix time: where the epoch falls in a benchmark's wall-clock

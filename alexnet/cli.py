@@ -8,6 +8,8 @@ import argparse
 import sys
 
 from alexnet import __version__
+from alexnet.backend import BACKENDS
+from alexnet.recipes import RECIPES
 from alexnet.config import TrainConfig
 from alexnet.errors import AlexnetError, UsageError
 
@@ -45,7 +47,7 @@ def _model_names():
 
 
 def _add_backend(parser):
-    parser.add_argument("--backend", choices=["tensorflow", "jax", "torch"], default=argparse.SUPPRESS,
+    parser.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS,
                         help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
 
 
@@ -85,14 +87,20 @@ def build_parser():
     train.add_argument("--strict", action="store_true", help="unreadable image files are an error, not skipped")
     train.add_argument("--run-dir", help="the run's folder (default: runs/<timestamp>-<model>)")
     train.add_argument("--overwrite", action="store_true", help="let --run-dir replace a folder that holds a run")
-    train.add_argument("--recipe", choices=["tutorial", "fast"],
+    train.add_argument("--recipe", choices=list(RECIPES),
                        help="tutorial: its settings (the default); fast: augmentation, Nesterov SGD, weight decay, "
-                            "warm-up + cosine schedule, label smoothing, batch 512, 30 epochs")
+                            "warm-up + cosine schedule, label smoothing, batch 512, 30 epochs (for a GPU); "
+                            "cpu: fast at 67x67 for a small CPU, 4 epochs (about 10 min on 2 cores), "
+                            "give it the --epochs your time allows")
+    train.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                       help="the final report also gives test-time-augmented figures: each test image's "
+                            "and its mirror's predictions averaged (default: on for fast and cpu)")
     train.add_argument("--jit", action=argparse.BooleanOptionalAction,
                        help="XLA compilation (default: on for GPUs and JAX, off otherwise)")
     train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
                        help="compute in bfloat16 (or float16 on GPUs before Ampere) with float32 weights "
-                            "(default: on for GPUs, and on CPUs with native bfloat16 for TensorFlow and PyTorch)")
+                            "(default: on for GPUs, and on CPUs where bfloat16 measured faster: AMD with AVX512-BF16, "
+                            "Intel with AMX; TensorFlow and PyTorch only)")
     train.add_argument("--strategy", choices=["auto", "none", "mirrored", "multiworker", "data-parallel"],
                        help="auto (the default): all local GPUs when there are several, else one device; "
                             "mirrored: tf.distribute over local GPUs; data-parallel: JAX, also over several "
@@ -112,6 +120,8 @@ def build_parser():
     evaluate.add_argument("--data", default=None, help="data to test on (default: the run's own)")
     evaluate.add_argument("--limit-test", type=_positive_int, default=None, metavar="N")
     evaluate.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    evaluate.add_argument("--tta", action="store_true",
+                          help="also report test-time-augmented figures (each image and its mirror averaged)")
     _add_backend(evaluate)
     evaluate.add_argument("--out", default=None, metavar="DIR",
                           help="folder for report.json, report.md, confusion.png, mistakes.png "
@@ -158,10 +168,13 @@ def _evaluate(args):
     from alexnet.evaluate import evaluate
 
     metrics = evaluate(args.target, data=args.data, batch_size=args.batch_size, limit_test=args.limit_test,
-                       out=args.out)
+                       out=args.out, tta=args.tta)
     top5 = f", top-5 {metrics['top5_accuracy']:.4f}" if "top5_accuracy" in metrics else ""
     print(f"Test accuracy {metrics['top1_accuracy']:.4f}{top5}, test loss {metrics['test_loss']:.4f} "
           f"on {metrics['test_images']} images")
+    if "tta" in metrics:
+        print(f"With test-time augmentation (image and mirror averaged): accuracy "
+              f"{metrics['tta']['top1_accuracy']:.4f}, loss {metrics['tta']['test_loss']:.4f}")
     print(f"Report: {metrics['out']}/report.md")
 
 
@@ -196,9 +209,14 @@ def _summary(args):
 
 
 def _samples(args):
+    from pathlib import Path
+
     from alexnet.data import load_dataset
     from alexnet.plots import sample_grid
 
+    folder = Path(args.out).parent
+    if not folder.is_dir():  # before the data loads, which can take a while
+        raise UsageError(f"--out {args.out}: the folder {folder} does not exist")
     dataset = load_dataset(args.data)
     sample_grid(dataset.x_train, dataset.y_train, dataset.class_names, args.out, count=args.count, seed=args.seed)
     print(f"Wrote {args.out}")
@@ -210,10 +228,11 @@ def _backend_of(args):
         return getattr(args, "backend", None)
     from pathlib import Path
 
-    from alexnet.runs import RUN_MARKER, read_json
+    from alexnet.runs import RUN_MARKER, read_run_config
 
-    config = Path(args.resume) / RUN_MARKER
-    return read_json(config)["settings"].get("backend") if config.is_file() else None
+    if not (Path(args.resume) / RUN_MARKER).is_file():
+        return None  # train() says that it is not a run folder
+    return read_run_config(args.resume, "resumed")["settings"].get("backend")
 
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary, "samples": _samples}

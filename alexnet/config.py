@@ -24,12 +24,13 @@ class TrainConfig:
     strict: bool = False  # unreadable image files are an error instead of skipped
     run_dir: Optional[str] = None  # the run's folder; None: runs/<timestamp>-<model>
     overwrite: bool = False  # allow --run-dir to name a folder that holds another run
-    recipe: str = "tutorial"  # "tutorial" (its settings) or "fast" (see alexnet/recipes.py)
+    recipe: str = "tutorial"  # "tutorial" (its settings), "fast" (GPU) or "cpu" (see alexnet/recipes.py)
     backend: Optional[str] = None  # Keras backend; None: $KERAS_BACKEND, else tensorflow
     jit: Optional[bool] = None  # XLA compilation; None: chosen for the hardware
     mixed_precision: Optional[bool] = None  # bfloat16/float16 compute; None: chosen for the hardware
     strategy: str = "auto"  # auto, none, mirrored, multiworker (TensorFlow), data-parallel (JAX)
     test_each_epoch: bool = False  # also log test accuracy per epoch (benchmarks only: never select on it)
+    tta: bool = False  # the final report also gives test-time-augmented figures (image and mirror averaged)
 
     @classmethod
     def from_flags(cls, given):
@@ -37,13 +38,11 @@ class TrainConfig:
 
         Without --lr, the learning rate follows the recipe's rule for the batch size.
         """
-        from alexnet.recipes import RECIPE_DEFAULTS, RECIPES, default_lr
+        from alexnet import recipes
 
-        recipe = given.get("recipe", cls.recipe)
-        if recipe not in RECIPES:
-            raise UsageError(f"--recipe must be one of {', '.join(RECIPES)}. Received: {recipe!r}")
-        values = {**RECIPE_DEFAULTS[recipe], **given}
-        values.setdefault("lr", default_lr(recipe, values.get("batch_size", cls.batch_size)))
+        recipe = recipes.get(given.get("recipe", cls.recipe))
+        values = {**recipe.defaults(), **given}
+        values.setdefault("lr", recipe.default_lr(values.get("batch_size", cls.batch_size)))
         return cls(**values)
 
     def validate(self):
@@ -58,16 +57,17 @@ class TrainConfig:
             if value is not None and value <= 0:
                 raise UsageError(f"{flag} must be a positive integer. Received: {value}")
         from alexnet.backend import BACKENDS
-        from alexnet.recipes import RECIPES
+        from alexnet import recipes
 
-        if self.recipe not in RECIPES:
-            raise UsageError(f"--recipe must be one of {', '.join(RECIPES)}. Received: {self.recipe!r}")
+        recipes.get(self.recipe)  # raises UsageError for an unknown name
         if self.backend is not None and self.backend not in BACKENDS:
             raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}. Received: {self.backend!r}")
         from alexnet.distribute import STRATEGIES
 
         if self.strategy not in STRATEGIES:
             raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}. Received: {self.strategy!r}")
+        if self.run_dir is not None and not str(self.run_dir).strip():
+            raise UsageError("--run-dir must name a folder. Received: an empty name")
         if not self.lr > 0:
             raise UsageError(f"--lr must be a positive number. Received: {self.lr}")
         if feature_map_size(self.image_size) < 1:

@@ -36,14 +36,14 @@ def resolve_target(target):
     if target.is_dir():
         if not (target / runs.RUN_MARKER).is_file():
             raise UsageError(f"{target} is not a run folder (no {runs.RUN_MARKER}); give a run folder or a .keras file")
-        settings = runs.read_json(target / runs.RUN_MARKER)["settings"]
+        settings = runs.read_run_config(target, "evaluated")["settings"]
         return target / "model.keras", TrainConfig.from_dict(settings)
     if not target.exists():
         raise UsageError(f"no such run folder or model file: {target}")
     return target, None
 
 
-def evaluate(target, data=None, batch_size=32, limit_test=None, out=None):
+def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=False):
     """Evaluates a run folder's model (or a .keras file) on a test split and writes a report.
 
     Without `data`, a run folder is evaluated on exactly the test split it was
@@ -58,6 +58,7 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None):
         limit_test: a cap on test images (seeded sample).
         out: folder for report.json, report.md, confusion.png, mistakes.png;
             default: `evaluation/` beside the model.
+        tta: also report the figures of each image's and its mirror's predictions averaged.
 
     Returns:
         The report's metrics, with "out" (the folder written).
@@ -88,5 +89,5 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None):
     out = Path(out) if out else model_path.parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     metrics = write_report(model, dataset.x_test[rows], dataset.y_test[rows], dataset.class_names, out,
-                           batch_size=batch_size)
+                           batch_size=batch_size, tta=tta)
     return {**metrics, "out": str(out)}

@@ -11,9 +11,8 @@ from alexnet.errors import UsageError
 def class_names_for(model_path, classes):
     """Class names from the run folder that holds the model, else "0", "1", ..."""
     for folder in (Path(model_path).parent, Path(model_path).parent.parent):
-        config = folder / runs.RUN_MARKER
-        if config.is_file():
-            names = runs.read_json(config).get("data", {}).get("class_names")
+        if (folder / runs.RUN_MARKER).is_file():
+            names = runs.read_run_config(folder, "read for its class names").get("data", {}).get("class_names")
             if names and len(names) == classes:
                 return names
     return [str(i) for i in range(classes)]

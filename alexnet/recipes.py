@@ -1,86 +1,155 @@
-"""Training recipes: how a model is compiled and fed, by name.
+"""Training recipes: how a model is compiled and fed, by name. Each recipe is data (a `Recipe`).
 
 - `tutorial` (the default): the tutorial's settings. Plain SGD at 0.001,
-  sparse categorical cross-entropy, batch 32, 50 epochs, no augmentation.
-- `fast`: the same architecture trained the way fast CIFAR-10 trainers do it.
-  On-device augmentation (random translation by up to 4 pixels, the padded
-  random crop of the ResNet papers, and horizontal flips), SGD with Nesterov
-  momentum 0.9 and decoupled weight decay 5e-4 (not on biases or
-  normalization), a linear warm-up then cosine decay, label smoothing 0.1,
-  batch 512 with the learning rate scaled linearly (0.05 per 256 images).
+  sparse categorical cross-entropy, batch 32, 50 epochs, 227x227, no augmentation.
+- `fast`: the same architecture trained the way fast CIFAR-10 trainers do it,
+  for a GPU at 227x227: on-device augmentation (random translation by up to
+  1/8 of the stored side, the padded random crop of the ResNet papers, and
+  horizontal flips), SGD with Nesterov momentum 0.9 and decoupled weight decay
+  5e-4 (not on biases or normalization), a linear warm-up then cosine decay,
+  label smoothing 0.1, batch 512 with the learning rate scaled linearly,
+  and test-time augmentation (an image and its mirror) in the final report.
+- `cpu`: `fast` tuned for a small CPU (BENCHMARKS.md, "Time to accuracy"):
+  67x67 images (the smallest AlexNet takes: about 3.5x the images/s of 131)
+  and a short warm-up, so that a run of a few epochs spends its time learning.
+  Give it the epochs your time allows; the schedule fits itself to them.
+
+A flag the user gives always wins over the recipe's value.
 """
 
+import dataclasses
 import math
+from typing import Optional
 
-RECIPES = ("tutorial", "fast")
+# Keras is imported inside the functions that build things: the CLI reads recipes (their defaults, their
+# names) before the backend is chosen, and importing Keras would fix the backend.
 
-# Settings a recipe changes when the user does not give them.
-RECIPE_DEFAULTS = {
-    "tutorial": {},
-    "fast": {"epochs": 30, "batch_size": 512},
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The settings of a recipe. `None` for epochs, batch size or image size: TrainConfig's default."""
+
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    image_size: Optional[int] = None  # pixels
+    lr: float = 0.001  # fixed learning rate, used when lr_per_256 is None
+    lr_per_256: Optional[float] = None  # peak learning rate per 256 images of batch (linear scaling rule)
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0  # decoupled, not on biases or normalization
+    warmup_epochs: float = 0.0  # linear warm-up from lr/10 (epochs, fractions allowed); 0: constant lr
+    cosine: bool = False  # cosine decay to 0 over the steps after the warm-up
+    label_smoothing: float = 0.0
+    shift: float = 0.0  # random translation, a fraction of the stored side (1/8: 4 px at 32x32)
+    flip: bool = False  # random horizontal flips
+    tta: bool = False  # the final report also averages each test image's and its mirror's predictions
+
+    @property
+    def one_hot(self):
+        """Label smoothing needs one-hot labels (Keras's sparse loss has no smoothing)."""
+        return self.label_smoothing > 0
+
+    def default_lr(self, batch_size):
+        """The learning rate when --lr is not given."""
+        return self.lr if self.lr_per_256 is None else self.lr_per_256 * batch_size / 256
+
+    def defaults(self):
+        """The TrainConfig fields this recipe changes when the user does not give them."""
+        values = {"epochs": self.epochs, "batch_size": self.batch_size, "image_size": self.image_size}
+        return {k: v for k, v in values.items() if v is not None} | {"tta": self.tta}
+
+
+_FAST = Recipe(epochs=30, batch_size=512, lr_per_256=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
+               warmup_epochs=2, cosine=True, label_smoothing=0.1, shift=1 / 8, flip=True, tta=True)
+
+RECIPES = {
+    "tutorial": Recipe(),
+    "fast": _FAST,
+    "cpu": dataclasses.replace(_FAST, epochs=4, image_size=67, warmup_epochs=0.5),
 }
-FAST_LR_PER_256 = 0.05  # peak learning rate per 256 images of batch (linear scaling rule)
-FAST_WARMUP_EPOCHS = 2
-FAST_MOMENTUM = 0.9
-FAST_WEIGHT_DECAY = 5e-4
-FAST_LABEL_SMOOTHING = 0.1
-FAST_SHIFT = 4 / 32  # random translation, as a fraction of the image side (4 pixels at 32)
 
 
-def default_lr(recipe, batch_size):
-    """The learning rate a recipe uses when --lr is not given."""
-    if recipe == "fast":
-        return FAST_LR_PER_256 * batch_size / 256
-    return 0.001  # the tutorial's
+def get(name):
+    """The recipe called `name` (a key of RECIPES)."""
+    from alexnet.errors import UsageError
+
+    if name not in RECIPES:
+        raise UsageError(f"--recipe must be one of {', '.join(RECIPES)}. Received: {name!r}")
+    return RECIPES[name]
 
 
-def describe(recipe, batch_size, lr):
+def describe(name, batch_size, lr):
     """What the recipe does, for config.json and the console."""
-    if recipe == "fast":
-        return {"optimizer": f"SGD nesterov momentum {FAST_MOMENTUM}, weight decay {FAST_WEIGHT_DECAY}",
-                "schedule": f"linear warm-up {FAST_WARMUP_EPOCHS} epochs to {lr:g}, then cosine decay to 0",
-                "lr_rule": f"lr = {FAST_LR_PER_256} x batch / 256 = {default_lr('fast', batch_size):g} "
-                           f"at batch {batch_size}",
-                "label_smoothing": FAST_LABEL_SMOOTHING,
-                "augmentation": "random translation +-4 px (zero = image mean), horizontal flip"}
-    return {"optimizer": f"SGD learning rate {lr:g}", "augmentation": "none"}
+    recipe = get(name)
+    if recipe.warmup_epochs or recipe.cosine:
+        schedule = (f"linear warm-up {recipe.warmup_epochs:g} epochs from {lr / 10:g} to {lr:g}"
+                    f"{', then cosine decay to 0' if recipe.cosine else ''}")
+    else:
+        schedule = f"constant {lr:g}"
+    optimizer = "SGD" + (f" nesterov momentum {recipe.momentum:g}" if recipe.nesterov else
+                         f" momentum {recipe.momentum:g}" if recipe.momentum else "")
+    if recipe.weight_decay:
+        optimizer += f", weight decay {recipe.weight_decay:g}"
+    augmentation = [f"random translation +-{recipe.shift:g} of the side (zero = image mean)"] * bool(recipe.shift)
+    augmentation += ["horizontal flip"] * recipe.flip
+    described = {"optimizer": optimizer, "schedule": schedule, "label_smoothing": recipe.label_smoothing,
+                 "augmentation": ", ".join(augmentation) or "none",
+                 "test_time_augmentation": "image and mirror averaged" if recipe.tta else "none"}
+    if recipe.lr_per_256 is not None:
+        described["lr_rule"] = (f"lr = {recipe.lr_per_256:g} x batch / 256 = {recipe.default_lr(batch_size):g} "
+                                f"at batch {batch_size}")
+    return described
 
 
-def augmentation(recipe, seed):
+def augmentation(name, seed):
     """The training-only augmentation layers a recipe puts in the model, or None."""
-    if recipe != "fast":
-        return None
     import keras
 
-    return keras.Sequential([
-        keras.layers.RandomTranslation(FAST_SHIFT, FAST_SHIFT, fill_mode="constant", fill_value=0.0,
-                                       interpolation="nearest", seed=seed, dtype="float32"),
-        keras.layers.RandomFlip("horizontal", seed=seed, dtype="float32"),
-    ], name="augment")
+    recipe = get(name)
+    layers = []
+    if recipe.shift:
+        layers.append(keras.layers.RandomTranslation(recipe.shift, recipe.shift, fill_mode="constant",
+                                                     fill_value=0.0, interpolation="nearest", seed=seed,
+                                                     dtype="float32"))
+    if recipe.flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, dtype="float32"))
+    return keras.Sequential(layers, name="augment") if layers else None
 
 
-def uses_one_hot(recipe):
-    """Label smoothing needs one-hot labels (Keras's sparse loss has no smoothing)."""
-    return recipe == "fast"
+def uses_one_hot(name):
+    return get(name).one_hot
+
+
+def learning_rate(recipe, lr, total_steps, steps_per_epoch):
+    """The learning rate, or its schedule over `total_steps`, for a recipe peaking at `lr`."""
+    import keras
+
+    if not (recipe.warmup_epochs or recipe.cosine):
+        return lr
+    warmup = min(total_steps - 1, round(recipe.warmup_epochs * steps_per_epoch))
+    if not recipe.cosine:
+        return keras.optimizers.schedules.CosineDecay(  # warm-up, then constant (alpha=1: no decay)
+            initial_learning_rate=lr / 10, decay_steps=1, alpha=1.0, warmup_target=lr, warmup_steps=warmup)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=lr / 10, decay_steps=max(1, total_steps - warmup), alpha=0.0,
+        warmup_target=lr, warmup_steps=warmup)
 
 
 def compile_model(model, config, steps_per_epoch, jit=False):
     """Compiles a model with the optimizer, loss and metric of `config.recipe`."""
     import keras
 
-    if config.recipe == "fast":
-        total = max(1, config.epochs * steps_per_epoch)
-        warmup = min(total - 1, FAST_WARMUP_EPOCHS * steps_per_epoch)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=config.lr / 10, decay_steps=max(1, total - warmup), alpha=0.0,
-            warmup_target=config.lr, warmup_steps=warmup)
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=FAST_MOMENTUM, nesterov=True,
-                                         weight_decay=FAST_WEIGHT_DECAY)
+    recipe = get(config.recipe)
+    total = max(1, config.epochs * steps_per_epoch)
+    optimizer = keras.optimizers.SGD(learning_rate=learning_rate(recipe, config.lr, total, steps_per_epoch),
+                                     momentum=recipe.momentum, nesterov=recipe.nesterov,
+                                     weight_decay=recipe.weight_decay or None)
+    if recipe.weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=FAST_LABEL_SMOOTHING)
+    if recipe.one_hot:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
         metric = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
-        optimizer = keras.optimizers.SGD(learning_rate=config.lr)
         loss = keras.losses.SparseCategoricalCrossentropy()
         metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     model.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit)

@@ -13,12 +13,23 @@ from alexnet import plots, runs
 from alexnet.backend import tensorflow
 
 
-def predict_probabilities(model, images, batch_size=256):
-    """Class probabilities (N, classes) for uint8 images, in batches."""
+def predict_probabilities(model, images, batch_size=256, tta=False):
+    """Class probabilities (N, classes) for uint8 images (N, H, W, C), in batches.
+
+    With tta=True, each image's probabilities are averaged with its mirror's
+    (test-time augmentation with the flip the fast recipes train with).
+    """
     from alexnet.pipeline import make_dataset
 
     labels = np.zeros(len(images), dtype=np.int64)
-    return np.asarray(model.predict(make_dataset(images, labels, batch_size), verbose=0), dtype=np.float64)
+
+    def predict(x):
+        return np.asarray(model.predict(make_dataset(x, labels, batch_size), verbose=0), dtype=np.float64)
+
+    probabilities = predict(images)
+    if tta:
+        probabilities = (probabilities + predict(np.ascontiguousarray(images[:, :, ::-1]))) / 2
+    return probabilities
 
 
 def classification_metrics(probabilities, labels, class_names):
@@ -67,6 +78,9 @@ def _markdown(metrics):
         f"- test loss: {metrics['test_loss']:.4f}",
         f"- top-1 accuracy: {metrics['top1_accuracy']:.2%}",
     ]
+    if "tta" in metrics:
+        lines.append(f"- top-1 accuracy with test-time augmentation (image and mirror averaged): "
+                     f"{metrics['tta']['top1_accuracy']:.2%}")
     lines += [f"- top-{key[3:-9]} accuracy: {value:.2%}" for key, value in metrics.items()
               if key.startswith("top") and key != "top1_accuracy"]
     lines += [f"- macro F1: {metrics['macro_f1']:.3f}", "",
@@ -128,8 +142,12 @@ def _figure_array(figure):
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def write_report(model, images, labels, class_names, out_dir, log_dir=None, step=0, batch_size=256):
+def write_report(model, images, labels, class_names, out_dir, log_dir=None, step=0, batch_size=256, tta=False):
     """Evaluates `model` on (images, labels) and writes the report files into out_dir.
+
+    With tta=True the report also holds, under "tta", the figures of the
+    predictions averaged over each image and its mirror; the other figures
+    are always those of the images alone.
 
     Returns:
         The metrics dict (also in report.json).
@@ -137,6 +155,11 @@ def write_report(model, images, labels, class_names, out_dir, log_dir=None, step
     out_dir = Path(out_dir)
     probabilities = predict_probabilities(model, images, batch_size)
     metrics = classification_metrics(probabilities, labels, class_names)
+    if tta:
+        averaged = classification_metrics(predict_probabilities(model, images, batch_size, tta=True), labels,
+                                          class_names)
+        metrics["tta"] = {k: v for k, v in averaged.items()
+                          if k in ("test_loss", "macro_f1") or k.startswith("top")}
     runs.write_json(out_dir / "report.json", metrics)
     runs.write_atomic(out_dir / "report.md", _markdown(metrics))
     confusion = confusion_figure(metrics["confusion_matrix"], class_names)

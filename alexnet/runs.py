@@ -54,6 +54,8 @@ def write_atomic(path, data):
     A crash leaves either the old file or the new one, never a truncated one.
     """
     path = Path(path)
+    if not path.parent.is_dir():
+        raise UsageError(f"cannot write {path}: the folder {path.parent} does not exist")
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -86,6 +88,26 @@ def atomic_target(path):
 
 def read_json(path):
     return json.loads(Path(path).read_text())
+
+
+def read_run_config(run_dir, purpose="used as a run"):
+    """The run folder's config.json (settings, data, recipe, ...), the one reader of it.
+
+    Raises:
+        UsageError: If the folder holds no config.json, or one that is not a
+            run's (truncated, edited, foreign), naming the file.
+    """
+    path = Path(run_dir) / RUN_MARKER
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not a run folder (no {RUN_MARKER})")
+    try:
+        stored = json.loads(path.read_text())
+        if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
+            raise ValueError("no 'settings' object")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UsageError(f"{path} is damaged ({type(error).__name__}: {error}); the run cannot be {purpose}") \
+            from None
+    return stored
 
 
 def environment():

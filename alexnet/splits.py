@@ -29,12 +29,18 @@ class Splits:
     test_duplicates: int = 0  # test images that also appear, pixel for pixel, in train or validation
 
 
-def resolve_val_size(val_size, limit_train):
-    """The validation size: as given, else 5,000, or N/9 of a training split capped at N."""
+def resolve_val_size(val_size, limit_train, n_train=None):
+    """The validation size: as given, else N/9 of a training split capped at N (--limit-train), else
+    10% of the source's training images, at most the tutorial's 5,000 (5,000 of CIFAR-10's 50,000)."""
     if val_size is not None:
         return val_size
     if limit_train is not None:
         return max(1, limit_train // TUTORIAL_VAL_RATIO)
+    if n_train is not None and n_train // 10 < TUTORIAL_VAL_SIZE:
+        chosen = max(1, n_train // 10)
+        print(f"note: holding out {chosen} of the {n_train} training images for validation (10%; "
+              "--val-size sets another number)", file=sys.stderr)
+        return chosen
     return TUTORIAL_VAL_SIZE
 
 
@@ -52,7 +58,7 @@ def make_splits(dataset, val_size=None, seed=0, limit_train=None, limit_test=Non
         AlexnetError: If the splits are not disjoint.
     """
     n_train, n_test = len(dataset.x_train), len(dataset.x_test)
-    val_size = resolve_val_size(val_size, limit_train)
+    val_size = resolve_val_size(val_size, limit_train, n_train)
     if val_size < 1 or val_size >= n_train:
         raise UsageError(f"--val-size must be between 1 and {n_train - 1} (the source has {n_train} "
                          f"training images). Received: {val_size}")

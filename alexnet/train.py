@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import math
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def _resume_config(run_dir, epochs):
     run_dir = Path(run_dir)
     if not (run_dir / runs.RUN_MARKER).is_file():
         raise UsageError(f"--resume {run_dir}: not a run folder (no {runs.RUN_MARKER})")
-    stored = runs.read_json(run_dir / runs.RUN_MARKER)
+    stored = runs.read_run_config(run_dir, "resumed")
     config = TrainConfig.from_dict(stored["settings"])
     done, _ = latest_checkpoint(run_dir)
     finished = done >= config.epochs and (run_dir / "metrics.json").is_file()
@@ -167,7 +168,8 @@ def _train(config, resume, epochs):
 def _run(keras, config, step_config, dataset, splits, run_dir, checkpoint_dir, speed, distribution):
     """Builds (or restores) the model and trains it; writes into run_dir, resumes from checkpoint_dir."""
     from alexnet import recipes
-    from alexnet.callbacks import Checkpoints, EpochLog, TimeEstimate, latest_checkpoint, trim_logs
+    from alexnet.callbacks import (TEST_EACH_EPOCH_COLUMNS, Checkpoints, EpochLog, TimeEstimate, latest_checkpoint,
+                                   trim_logs)
     from alexnet.models import build_model
 
     print(f"Run folder: {run_dir}")
@@ -201,7 +203,7 @@ def _run(keras, config, step_config, dataset, splits, run_dir, checkpoint_dir, s
         # Every process saves (others into their own temporary folder): with several JAX processes, saving
         # reads sharded arrays and takes all processes at once, so all must decide alike when to save
         # best.keras, from the same (the chief's) history.
-        callbacks = [EpochLog(run_dir, len(splits.x_train), ["test_accuracy"] if config.test_each_epoch else []),
+        callbacks = [EpochLog(run_dir, len(splits.x_train), TEST_EACH_EPOCH_COLUMNS if config.test_each_epoch else []),
                      Checkpoints(run_dir, _best_val_accuracy(checkpoint_dir)), keras.callbacks.TerminateOnNaN(),
                      TimeEstimate(config.epochs - done, speed["device"])]
         _fit(model, step_config, splits, checkpoint_dir, done, callbacks, distribution.shard)
@@ -224,8 +226,10 @@ def _fit(model, config, splits, run_dir, done, callbacks, shard=(0, 1)):
         callbacks = [TestEachEpoch(test_data), *callbacks]
     resume_hint = f"alexnet train --resume {run_dir}"
     try:
+        # verbose=2 (one line an epoch) when stdout is a file or a pipe: the bar's redraws would fill logs.
         history = model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done,
-                            callbacks=callbacks, verbose=1, shuffle=False)  # the pipeline shuffles
+                            callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2,
+                            shuffle=False)  # the pipeline shuffles
     except KeyboardInterrupt:
         from alexnet.callbacks import latest_checkpoint
 
@@ -267,15 +271,20 @@ def _finish(model, config, splits, run_dir, multi_process=False):
     if multi_process:
         model = _local_copy(model)
     report = write_report(model, splits.x_test, splits.y_test, splits.class_names, run_dir,
-                          log_dir=run_dir / "logs" / "test", step=config.epochs)
+                          log_dir=run_dir / "logs" / "test", step=config.epochs, tta=config.tta)
     metrics = {"test_loss": report["test_loss"], "test_accuracy": report["top1_accuracy"],
                "test_top5_accuracy": report.get("top5_accuracy"), "test_images": report["test_images"],
                "epochs": config.epochs}
+    if "tta" in report:
+        metrics |= {"tta_test_accuracy": report["tta"]["top1_accuracy"], "tta_test_loss": report["tta"]["test_loss"]}
     runs.write_json(run_dir / "metrics.json", metrics)
     if (run_dir / "history.csv").is_file():  # a worker that resumed a finished run trained no epoch here
         plots.training_curves(plots.read_history(run_dir / "history.csv"), run_dir / "curves.png")
     print(f"Test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
           f"on {metrics['test_images']} images")
+    if "tta_test_accuracy" in metrics:
+        print(f"With test-time augmentation (image and mirror averaged): accuracy "
+              f"{metrics['tta_test_accuracy']:.4f}, loss {metrics['tta_test_loss']:.4f}")
     logs = f"; tensorboard --logdir {run_dir / 'logs'}" if (run_dir / "logs").is_dir() else \
         "; no TensorBoard logs: TensorFlow is not installed"
     print(f"Run folder: {run_dir}  (report.md{logs})")

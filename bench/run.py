@@ -74,10 +74,11 @@ def machine():
     except OSError:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    from alexnet.backend import cpu_has_bf16
+    from alexnet.backend import cpu_has_fast_bf16
 
     return (f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB memory, "
-            f"{'native bfloat16 (AVX512-BF16)' if cpu_has_bf16() else 'no native bfloat16'}, no GPU")
+            f"{'bfloat16 faster than float32' if cpu_has_fast_bf16() else 'float32 (bfloat16 not faster here)'}, "
+            "no GPU")
 
 
 def versions():

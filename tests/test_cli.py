@@ -142,6 +142,10 @@ def test_a_folder_that_holds_a_run_is_not_overwritten(trained_run, cifar_slice, 
     (["train", "--image-size", "50"], 2, "the smallest that works is 67"),
     (["train", "--data", "/does/not/exist"], 2, "no such file or folder"),
     (["evaluate", "/does/not/exist"], 2, "no such run folder or model file"),
+    (["train", "--run-dir", ""], 2, "--run-dir must name a folder. Received: an empty name"),
+    (["train", "--run-dir", "  "], 2, "--run-dir must name a folder. Received: an empty name"),
+    (["samples", "--out", "/does/not/exist/x.png"], 2, "--out /does/not/exist/x.png: the folder /does/not/exist does "
+                                                        "not exist"),
 ])
 def test_usage_errors(argv, code, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -177,3 +181,25 @@ def test_console_errors_are_one_line_without_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"alexnet: error: {tmp_path} is not a run folder (no config.json); give a run folder or a .keras file"]
     assert "Traceback" not in result.stderr
+
+
+def test_a_missing_backend_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    from alexnet import backend
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(ValueError, match=r'the torch backend is not installed; install it with: pip install -e ".\[torch\]"'):
+        backend.select_backend("torch")
+
+
+def test_keras_backend_variable_naming_a_missing_backend(tmp_path):
+    code = ("import sys; sys.modules['jax'] = None\n"  # makes `import jax` fail as if it were not installed
+            "from alexnet.cli import main; sys.exit(main(['summary']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "KERAS_BACKEND": "jax"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        'alexnet: error: the jax backend is not installed; install it with: pip install -e ".[jax]" '
+        '(or pip install jax) (KERAS_BACKEND=jax)']

@@ -29,3 +29,20 @@ def test_top5_with_ten_classes():
     metrics = classification_metrics(probabilities, labels, [str(i) for i in range(10)])
     in_top5 = [label in np.argsort(-p)[:5] for p, label in zip(probabilities, labels)]
     assert metrics["top5_accuracy"] == pytest.approx(np.mean(in_top5))
+
+
+def test_test_time_augmentation_averages_an_image_and_its_mirror():
+    import keras
+
+    from alexnet.report import predict_probabilities
+
+    # A model that is not mirror-symmetric: softmax over the first row's 4 pixels (channel 0).
+    inputs = keras.Input((4, 4, 3), dtype="uint8")
+    outputs = keras.layers.Softmax()(keras.ops.cast(inputs[:, 0, :, 0], "float32") / 64)
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)
+    plain = predict_probabilities(model, images, batch_size=4)
+    mirrored = predict_probabilities(model, images[:, :, ::-1], batch_size=4)
+    averaged = predict_probabilities(model, images, batch_size=4, tta=True)
+    assert not np.allclose(plain, mirrored)
+    np.testing.assert_allclose(averaged, (plain + mirrored) / 2, rtol=1e-6)

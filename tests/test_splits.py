@@ -3,7 +3,7 @@ import pytest
 
 from alexnet.data import Dataset
 from alexnet.errors import AlexnetError, UsageError
-from alexnet.splits import make_splits
+from alexnet.splits import make_splits, resolve_val_size
 
 
 def _dataset(n_train=200, n_test=50, seed=0):
@@ -15,7 +15,8 @@ def _dataset(n_train=200, n_test=50, seed=0):
 
 
 @pytest.mark.parametrize("kwargs,sizes", [
-    ({}, None),  # 5,000 is more than 200 images: refused below
+    ({}, (180, 20, 50)),  # 10% of a source smaller than 50,000 (the user gave no --val-size)
+    ({"val_size": 200}, None),  # as many as the source has: refused below
     ({"val_size": 20}, (180, 20, 50)),
     ({"limit_train": 90}, (90, 10, 50)),  # the tutorial's 9:1
     ({"limit_train": 90, "val_size": 30}, (90, 30, 50)),
@@ -73,3 +74,10 @@ def test_a_rare_duplicate_is_counted_not_refused():
     dataset.x_test[0] = dataset.x_train[5]
     splits = make_splits(dataset, val_size=20)
     assert splits.test_duplicates == 1
+
+
+@pytest.mark.parametrize("n_train,expected", [(4000, 400), (50000, 5000), (80000, 5000), (15, 1)])
+def test_default_validation_adapts_to_small_sources(n_train, expected, capsys):
+    assert resolve_val_size(None, None, n_train) == expected
+    said = capsys.readouterr().err
+    assert (f"holding out {expected} of the {n_train}" in said) == (expected < 5000)

@@ -64,10 +64,12 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(cifar_slice, tmp_path):
     process = _start(cifar_slice, run_dir, epochs=30)
     _wait_for(run_dir / "checkpoints" / "epoch-0001.keras", process)
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=120)
     assert process.returncode == 130
     assert f"Resume with: alexnet train --resume {run_dir}" in err
     assert "Traceback" not in err
+    # stdout is a pipe, not a terminal: one line an epoch, no progress-bar redraws
+    assert "\r" not in out and "━" not in out and "val_accuracy" in out
     assert len(_history(run_dir)) >= 1 and (run_dir / "checkpoints").exists()
 
 
@@ -143,3 +145,17 @@ def test_a_truncated_model_file_is_a_clear_error(finished_run, tmp_path, capsys)
 def test_resume_of_a_folder_without_a_run(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["{\n  \"settings\": {\"epochs\": 2", "[]", ""])
+def test_resume_with_a_damaged_config_names_the_file(finished_run, tmp_path, capsys, damage):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "config.json").write_text(damage)
+    assert main(["train", "--resume", str(run_dir), "--epochs", "5"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run_dir / 'config.json'} is damaged" in err and "cannot be resumed" in err
+    assert main(["evaluate", str(run_dir)]) == 2
+    assert "cannot be evaluated" in capsys.readouterr().err
