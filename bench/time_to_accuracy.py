@@ -92,6 +92,14 @@ def save_results(results):
     os.replace(tmp, RESULTS)
 
 
+def _use_results_file(path):
+    """Points the results (and plot and BENCHMARKS.md) elsewhere: for a smoke test of this script."""
+    global RESULTS, PLOT, BENCHMARKS
+    RESULTS = Path(path)
+    PLOT = RESULTS.with_suffix(".png")
+    BENCHMARKS = RESULTS.with_suffix(".md")
+
+
 def alexnet_command():
     return [sys.executable, "-m", "alexnet"]
 
@@ -99,14 +107,16 @@ def alexnet_command():
 def warm_cache(data):
     """Loads the data once (untimed), so that every timed run starts from the decoded-image cache."""
     code = "from alexnet.data import load_dataset; import sys; load_dataset(sys.argv[1])"
-    subprocess.run([sys.executable, "-c", code, str(data)], check=True)
+    done = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot load {data}:\n{done.stderr[-3000:]}")
 
 
-def run_one(name, seed, data, out):
+def run_one(name, seed, data, out, extra=()):
     """Runs one configuration with one seed; returns its record."""
     run_dir = Path(out) / f"{name}-seed{seed}"
     command = [*alexnet_command(), "train", "--data", str(data), *CONFIGS[name][1], "--seed", str(seed),
-               "--test-each-epoch", "--run-dir", str(run_dir), "--overwrite"]
+               "--test-each-epoch", "--run-dir", str(run_dir), "--overwrite", *extra]
     print("$", " ".join(command[2:]), flush=True)
     log = Path(out) / f"{name}-seed{seed}.log"
     started_at, started = time.time(), time.perf_counter()
@@ -219,6 +229,13 @@ def plot(results):
     figure.savefig(PLOT, dpi=90)
 
 
+def _relative(path):
+    try:
+        return path.relative_to(ROOT)
+    except ValueError:
+        return path
+
+
 def section(results, speeds):
     lines = [SECTION, "",
              "Whole `alexnet train` commands on the full split (45,000 train, 5,000 validation, 10,000 test images), "
@@ -237,7 +254,7 @@ def section(results, speeds):
             f"{_percent([r['tta_test_accuracy'] for r in runs])} | "
             f"{statistics.median(r['images_per_s'] for r in runs):.0f} | {runs[0]['machine']}, "
             f"{runs[0]['dtype_policy']} | {runs[0]['commit']} |")
-    lines += ["", f"![test accuracy against wall-clock minutes]({PLOT.relative_to(ROOT)})", ""]
+    lines += ["", f"![test accuracy against wall-clock minutes]({_relative(PLOT)})", ""]
     if speeds:
         lines += ["### Training images/s by image size", "",
                   "The cpu recipe's model and training step (batch 512) on synthetic batches, in-process, after two "
@@ -279,12 +296,17 @@ def main(argv=None):
     run.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     run.add_argument("--data", default=str(DEFAULT_DATA))
     run.add_argument("--out", default="/tmp/alexnet-time-to-accuracy", help="where the run folders go")
+    run.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                     help="more `alexnet train` flags, for a smoke test (with --results elsewhere)")
     speed = commands.add_parser("throughput")
     speed.add_argument("--sizes", type=int, nargs="+", default=[67, 99, 131, 163, 227])
     speed.add_argument("--batch-size", type=int, default=512)
     speed.add_argument("--seconds", type=float, default=20)
     commands.add_parser("write")
+    parser.add_argument("--results", default=None, help=f"results file (default: {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args(argv)
+    if args.results:
+        _use_results_file(args.results)
     if args.command == "write":
         return write()
     results = load_results()
@@ -300,7 +322,7 @@ def main(argv=None):
     warm_cache(args.data)
     for name in args.configs:
         for seed in args.seeds:
-            results.append({"kind": "run", **run_one(name, seed, args.data, args.out)})
+            results.append({"kind": "run", **run_one(name, seed, args.data, args.out, args.extra)})
             save_results(results)  # after every run, so an interrupted session keeps what it measured
     return write()
 
