@@ -50,14 +50,19 @@ def missing_backend_message(name):
     return f"the {name} backend is not installed; install it with: {command}"
 
 
-def load_keras(quiet=True):
+startup_logs = False  # the CLI's --debug: show TensorFlow's C++ start-up lines
+
+
+def load_keras(quiet=None):
     """Imports Keras (and so its backend) and returns the module.
 
     TensorFlow 2.21 prints start-up lines from C++ (oneDNN, CUDA probing, even
     an error line when a machine has no GPU driver) that `TF_CPP_MIN_LOG_LEVEL`
     set from inside the process no longer hides; with quiet=True they are
-    dropped. Python exceptions are unaffected.
+    dropped (the default, unless `startup_logs` is set). Python exceptions are unaffected.
     """
+    if quiet is None:
+        quiet = not startup_logs
     try:
         if "keras" in sys.modules or not quiet:
             import keras

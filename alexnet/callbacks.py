@@ -12,38 +12,21 @@ checkpoint it resumes from.
 import csv
 import math
 import os
-import re
+import signal
+import threading
 import time
 from pathlib import Path
 
 import keras
 
 from alexnet.backend import tensorflow
-from alexnet.runs import atomic_target
+from alexnet.runs import (CHECKPOINT_DIR, HISTORY, STATE_FILE, atomic_target, checkpoints, save_model_atomic,
+                         write_json)
 
-CHECKPOINT_DIR = "checkpoints"
-_CHECKPOINT = re.compile(r"^epoch-(\d+)\.keras$")
+KEEP_CHECKPOINTS = 2  # the newest and the one before, to fall back on if the newest is damaged
 # seconds: the whole epoch, validation included; images_per_s: the training part alone.
 HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds", "images_per_s")
 TEST_EACH_EPOCH_COLUMNS = ("test_accuracy", "test_seconds", "finished_at")  # with --test-each-epoch
-
-
-def save_model_atomic(model, path):
-    """Saves a model to a temporary file beside `path` and renames it into place."""
-    tmp = atomic_target(path)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def latest_checkpoint(run_dir):
-    """Returns (epochs completed, path) of the newest complete checkpoint, or (0, None)."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    found = [(int(m.group(1)), folder / m.group(0))
-             for m in (_CHECKPOINT.match(p.name) for p in folder.glob("epoch-*.keras")) if m]
-    return max(found) if found else (0, None)
 
 
 def _finite(logs):
@@ -51,12 +34,15 @@ def _finite(logs):
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """Keeps the last epoch's full state (model and optimizer) and the best model by validation accuracy.
+    """Keeps the last epochs' full state (model and optimizer) and the best model by validation accuracy.
 
-    `checkpoints/epoch-NNN.keras` is the model after NNN completed epochs; the
-    previous one is deleted once the new one is in place. `best.keras` is the
-    model with the highest `val_accuracy` so far. An epoch whose loss is not
-    finite is never saved.
+    `checkpoints/epoch-NNNN.keras` is the model after NNNN completed epochs;
+    the newest two are kept, so that a resume can fall back on the one before
+    if the newest was damaged. `checkpoints/state.json` records the epochs
+    completed and the best validation accuracy so far (written atomically
+    after the checkpoint), so the best-so-far survives a lost history.csv.
+    `best.keras` is the model with the highest `val_accuracy` so far. An epoch
+    whose loss is not finite is never saved.
     """
 
     def __init__(self, run_dir, best_accuracy=-1.0):
@@ -69,16 +55,15 @@ class Checkpoints(keras.callbacks.Callback):
             return
         folder = self.run_dir / CHECKPOINT_DIR
         folder.mkdir(exist_ok=True)
-        previous = sorted(folder.glob("epoch-*.keras"))
         path = folder / f"epoch-{epoch + 1:04d}.keras"
         save_model_atomic(self.model, path)
-        for old in previous:
-            if old != path:
-                old.unlink(missing_ok=True)
         accuracy = (logs or {}).get("val_accuracy")
-        if accuracy is not None and accuracy > self.best_accuracy:
+        if accuracy is not None and math.isfinite(accuracy) and accuracy > self.best_accuracy:
             self.best_accuracy = float(accuracy)
             save_model_atomic(self.model, self.run_dir / "best.keras")
+        write_json(folder / STATE_FILE, {"epochs": epoch + 1, "best_val_accuracy": self.best_accuracy})
+        for _, old in checkpoints(self.run_dir)[KEEP_CHECKPOINTS:]:
+            old.unlink(missing_ok=True)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -113,7 +98,7 @@ class EpochLog(keras.callbacks.Callback):
         # TestEachEpoch (benchmarks only) ran before this callback: its time is its own column, not the epoch's.
         seconds = time.perf_counter() - self._started - float((logs or {}).get("test_seconds", 0.0))
         logs = {**(logs or {}), "seconds": seconds, "images_per_s": self.train_images / (self._trained or seconds)}
-        path = self.run_dir / "history.csv"
+        path = self.run_dir / HISTORY
         new = not path.exists() or path.stat().st_size == 0
         with open(path, "a", newline="") as f:
             writer = csv.writer(f)
@@ -146,7 +131,7 @@ class EpochLog(keras.callbacks.Callback):
 def trim_logs(run_dir, epochs_done):
     """Drops history rows and TensorBoard events of epochs past the checkpoint a run resumes from."""
     run_dir = Path(run_dir)
-    history = run_dir / "history.csv"
+    history = run_dir / HISTORY
     if history.exists():
         with open(history, newline="") as f:
             rows = list(csv.reader(f))
@@ -236,3 +221,48 @@ class TestEachEpoch(keras.callbacks.Callback):
             logs["test_accuracy"] = results["accuracy"]
             logs["test_seconds"] = time.perf_counter() - started  # benchmarks subtract it from their wall-clock
             logs["finished_at"] = time.time()  # Unix time: where the epoch falls in a benchmark's wall-clock
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Turns Ctrl-C (SIGINT) into a stop at the next safe point: after a step, or after an epoch's checkpoint.
+
+    Python raises KeyboardInterrupt wherever the signal lands, and Keras or
+    TensorFlow code swallows it in places (finalizers, a checkpoint being
+    written), so a Ctrl-C could be lost or tear a file. While training, this
+    callback's handler only records the signal; the callback raises
+    KeyboardInterrupt at the end of the current step or epoch. Put it last, so
+    that an epoch's checkpoint is complete first. A second Ctrl-C stops at once.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self._requested:  # the second Ctrl-C: the user does not want to wait
+            raise KeyboardInterrupt
+        self._requested = True
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def on_train_end(self, logs=None):
+        self._restore()
+
+    def _restore(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _stop_if_requested(self):
+        if self._requested:
+            self._restore()
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._stop_if_requested()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop_if_requested()

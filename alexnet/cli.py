@@ -1,4 +1,4 @@
-"""The `alexnet` command: train, evaluate, summary, samples.
+"""The `alexnet` command: train, evaluate, predict, summary, samples.
 
 Exit status: 0 on success, 2 for a usage error, 1 for any other failure. Errors
 are one line on stderr; `--debug` shows the traceback instead.
@@ -151,17 +151,17 @@ def build_parser():
 
 
 def _train(args):
-    from alexnet.train import train
+    from alexnet.train import resume, train  # does not load Keras: train and resume choose the backend
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
-    resume = given.pop("resume", None)
-    if resume is None:
+    run_dir = given.pop("resume", None)
+    if run_dir is None:
         return train(TrainConfig.from_flags(given))
     extra = sorted(set(given) - {"epochs"})
     if extra:
         flags = ", ".join("--" + k.replace("_", "-") for k in extra)
         raise UsageError(f"--resume continues a run with its own settings; only --epochs may change. Received: {flags}")
-    return train(resume=resume, epochs=given.get("epochs"))
+    return resume(run_dir, epochs=given.get("epochs"))
 
 
 def _evaluate(args):
@@ -222,19 +222,6 @@ def _samples(args):
     print(f"Wrote {args.out}")
 
 
-def _backend_of(args):
-    """--backend, or for `train --resume` the backend the run was started with."""
-    if getattr(args, "backend", None) or args.command != "train" or not getattr(args, "resume", None):
-        return getattr(args, "backend", None)
-    from pathlib import Path
-
-    from alexnet.runs import RUN_MARKER, read_run_config
-
-    if not (Path(args.resume) / RUN_MARKER).is_file():
-        return None  # train() says that it is not a run folder
-    return read_run_config(args.resume, "resumed")["settings"].get("backend")
-
-
 COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary, "samples": _samples}
 
 
@@ -243,13 +230,15 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with status 2 on a usage error
     try:
-        from alexnet.backend import load_keras, select_backend
+        from alexnet import backend
 
-        try:
-            select_backend(_backend_of(args))
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        load_keras(quiet=not args.debug)
+        backend.startup_logs = args.debug
+        if args.command != "train":  # train and resume choose the backend themselves (a run's own, on resume)
+            try:
+                backend.select_backend(getattr(args, "backend", None))
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+            backend.load_keras()
         code = COMMANDS[args.command](args)
     except AlexnetError as error:
         if args.debug:

@@ -1,6 +1,5 @@
 """Pictures of the data and of training, written as PNG files (no display needed)."""
 
-import csv
 import io
 import math
 
@@ -46,24 +45,18 @@ def sample_grid(images, labels, class_names, path, count=20, columns=5, seed=0):
     save_figure(figure, path)
 
 
-def read_history(path):
-    """Reads a run's history.csv into {column: [float per epoch]}."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
-
-
-def training_curves(history, path):
+def training_curves(rows, path):
     """Plots loss and accuracy per epoch, training against validation.
 
     Args:
-        history: {"epoch": [...], "loss": [...], "val_loss": [...], "accuracy": [...], ...}.
+        rows: history.csv's rows (`runs.read_history`): {"epoch", "loss", "val_loss", "accuracy", ...} each.
         path: PNG file to write.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    epochs = [int(e) + 1 for e in history.get("epoch", range(len(history["loss"])))]
+    history = {key: [row[key] for row in rows] for key in (rows[0] if rows else {})}
+    epochs = [int(e) + 1 for e in history.get("epoch", range(len(rows)))]
     figure = Figure(figsize=(11, 4))
     for index, metric in enumerate(("loss", "accuracy")):
         axes = figure.add_subplot(1, 2, index + 1)

@@ -135,13 +135,22 @@ def learning_rate(recipe, lr, total_steps, steps_per_epoch):
         warmup_target=lr, warmup_steps=warmup)
 
 
-def compile_model(model, config, steps_per_epoch, jit=False):
-    """Compiles a model with the optimizer, loss and metric of `config.recipe`."""
+def compile_model(model, config, steps_per_epoch, jit=False, lr=None):
+    """Compiles a model with the optimizer, loss and metric of `config.recipe`.
+
+    Args:
+        model: the model to compile.
+        config: the run's TrainConfig (recipe, epochs, learning rate).
+        steps_per_epoch: optimizer steps in one epoch (the schedule spans epochs x steps).
+        jit: XLA compilation.
+        lr: the peak learning rate, if not config.lr (several replicas scale it).
+    """
     import keras
 
     recipe = get(config.recipe)
     total = max(1, config.epochs * steps_per_epoch)
-    optimizer = keras.optimizers.SGD(learning_rate=learning_rate(recipe, config.lr, total, steps_per_epoch),
+    peak = config.lr if lr is None else lr
+    optimizer = keras.optimizers.SGD(learning_rate=learning_rate(recipe, peak, total, steps_per_epoch),
                                      momentum=recipe.momentum, nesterov=recipe.nesterov,
                                      weight_decay=recipe.weight_decay or None)
     if recipe.weight_decay:

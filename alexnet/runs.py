@@ -1,9 +1,11 @@
 """Run folders: where a run's files go, how they are written, what is recorded about the machine."""
 
+import csv
 import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,17 +13,80 @@ from pathlib import Path
 from alexnet.errors import UsageError
 
 RUN_MARKER = "config.json"  # a folder holding this file holds a run
+HISTORY = "history.csv"  # one row an epoch (callbacks.EpochLog writes it)
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.json"  # in CHECKPOINT_DIR: epochs completed and the best validation accuracy so far
+_CHECKPOINT = re.compile(r"^epoch-(\d+)\.keras$")
 # Everything a run writes in its folder; --overwrite removes these and nothing else.
 RUN_ENTRIES = ("config.json", "history.csv", "logs", "checkpoints", "model.keras", "best.keras", "metrics.json",
                "samples.png", "curves.png", "report.json", "report.md", "confusion.png", "mistakes.png",
                "evaluation")
 
 
+LOCK_FILE = ".lock"  # held (flock) by the process that trains in the folder, for the run's life
+_held_locks = {}  # folder -> open lock file, kept open until released or the process ends
+
+
+def lock_run_dir(path):
+    """Claims the run folder for this process, or raises UsageError if another process holds it.
+
+    An advisory lock (flock) on `.lock`: the operating system drops it when the
+    process ends, however it ends, so a kill -9 never leaves a stale claim.
+    """
+    path = Path(path)
+    if str(path.resolve()) in _held_locks:
+        return
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no locking, as before
+        return
+    handle = open(path / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UsageError(f"{path} is in use by another alexnet process (it holds {path / LOCK_FILE}); "
+                         "wait for it to finish, or choose another --run-dir") from None
+    _held_locks[str(path.resolve())] = handle
+
+
+def unlock_run_dir(path):
+    handle = _held_locks.pop(str(Path(path).resolve()), None)
+    if handle is not None:
+        handle.close()
+
+
+def remove_run_entries(path):
+    """Removes what a run wrote in its folder (RUN_ENTRIES), and nothing else."""
+    for name in RUN_ENTRIES:
+        entry = Path(path) / name
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path):
+    """Deletes temporary files that a killed process left in a run folder (call with the folder locked).
+
+    They are hidden files with ".tmp" in their names (write_atomic and
+    atomic_target make them); holding the folder's lock means that no live
+    process of ours is writing them.
+    """
+    removed = []
+    for tmp in Path(path).rglob(".*"):
+        if ".tmp" in tmp.name and tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp.name)
+    return removed
+
+
 def new_run_dir(run_dir, model, overwrite=False, root="runs"):
-    """Creates and returns the run's folder: `run_dir`, or runs/<timestamp>-<model>.
+    """Creates, locks and returns the run's folder: `run_dir`, or runs/<timestamp>-<model>.
 
     Raises:
-        UsageError: If `run_dir` already holds a run and overwrite is False.
+        UsageError: If `run_dir` already holds a run and overwrite is False, or
+            another process is using it.
     """
     if run_dir is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -34,17 +99,14 @@ def new_run_dir(run_dir, model, overwrite=False, root="runs"):
         path = Path(run_dir).expanduser()
         if path.exists() and not path.is_dir():
             raise UsageError(f"--run-dir {run_dir} is a file, not a folder")
-        if (path / RUN_MARKER).exists():
-            if not overwrite:
-                raise UsageError(f"--run-dir {run_dir} already holds a run; choose another folder, "
-                                 f"continue it with --resume {run_dir}, or pass --overwrite to replace it")
-            for name in RUN_ENTRIES:
-                entry = path / name
-                if entry.is_dir():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink(missing_ok=True)
     path.mkdir(parents=True, exist_ok=True)
+    lock_run_dir(path)  # before looking for a run, so that two processes cannot both find none
+    if (path / RUN_MARKER).exists():
+        if not overwrite:
+            unlock_run_dir(path)
+            raise UsageError(f"--run-dir {run_dir} already holds a run; choose another folder, "
+                             f"continue it with --resume {run_dir}, or pass --overwrite to replace it")
+        remove_run_entries(path)
     return path
 
 
@@ -74,6 +136,16 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def save_model_atomic(model, path):
+    """Saves a Keras model to a temporary file beside `path` and renames it into place."""
+    tmp = atomic_target(path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def write_json(path, obj):
@@ -108,6 +180,47 @@ def read_run_config(run_dir, purpose="used as a run"):
         raise UsageError(f"{path} is damaged ({type(error).__name__}: {error}); the run cannot be {purpose}") \
             from None
     return stored
+
+
+def checkpoints(run_dir):
+    """Returns [(epochs completed, path)] of the complete checkpoints in run_dir, newest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    found = [(int(m.group(1)), folder / m.group(0))
+             for m in (_CHECKPOINT.match(p.name) for p in folder.glob("epoch-*.keras")) if m]
+    return sorted(found, reverse=True)
+
+
+def latest_checkpoint(run_dir):
+    """Returns (epochs completed, path) of the newest complete checkpoint, or (0, None)."""
+    found = checkpoints(run_dir)
+    return found[0] if found else (0, None)
+
+
+def read_state(run_dir):
+    """checkpoints/state.json: {"epochs": completed, "best_val_accuracy": ...}, or {} if absent or unreadable."""
+    try:
+        state = json.loads((Path(run_dir) / CHECKPOINT_DIR / STATE_FILE).read_text())
+        return state if isinstance(state, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def read_history(run_dir):
+    """history.csv as a list of {column: float} rows, one an epoch; [] if absent. Unreadable cells are NaN."""
+    path = Path(run_dir) / HISTORY
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            values = {}
+            for key, value in row.items():
+                try:
+                    values[key] = float(value)
+                except (TypeError, ValueError):
+                    values[key] = float("nan")
+            rows.append(values)
+    return rows
 
 
 def environment():

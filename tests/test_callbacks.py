@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 from helpers import event_steps
 
-from alexnet.callbacks import Checkpoints, EpochLog, latest_checkpoint, trim_logs
+from alexnet.callbacks import Checkpoints, EpochLog, trim_logs
+from alexnet.runs import latest_checkpoint, read_state
 
 
 def _tiny_model():
@@ -57,8 +58,12 @@ def test_checkpoints_keep_the_last_and_the_best_and_skip_nan(tmp_path):
     model.set_weights([w + 1 for w in model.get_weights()])
     callback.on_epoch_end(1, {"loss": 0.9, "val_accuracy": 0.4})  # worse: best.keras stays
     callback.on_epoch_end(2, {"loss": float("nan"), "val_accuracy": 0.9})  # NaN: nothing saved
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["epoch-0002.keras"]
-    assert latest_checkpoint(tmp_path)[0] == 2
+    callback.on_epoch_end(3, {"loss": 0.8, "val_accuracy": float("nan")})  # saved, but not the best
+    callback.on_epoch_end(4, {"loss": 0.8, "val_accuracy": 0.45})  # saved; the oldest checkpoint goes
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch-0004.keras", "epoch-0005.keras", "state.json"]  # the newest two, to fall back on
+    assert latest_checkpoint(tmp_path)[0] == 5
+    assert read_state(tmp_path) == {"epochs": 5, "best_val_accuracy": 0.5}
     best = keras.saving.load_model(tmp_path / "best.keras")
     for got, expected in zip(best.get_weights(), best_weights):
         np.testing.assert_array_equal(got, expected)

@@ -56,7 +56,8 @@ def test_kill_9_then_resume_finishes_with_each_epoch_logged_once(cifar_slice, tm
         assert event_steps(run_dir / "logs" / part, "epoch_loss") == [0, 1, 2, 3, 4]
         assert event_steps(run_dir / "logs" / part, "epoch_accuracy") == [0, 1, 2, 3, 4]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 5
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["epoch-0005.keras"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "epoch-0004.keras", "epoch-0005.keras", "state.json"]
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(cifar_slice, tmp_path):
@@ -69,7 +70,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(cifar_slice, tmp_path):
     assert f"Resume with: alexnet train --resume {run_dir}" in err
     assert "Traceback" not in err
     # stdout is a pipe, not a terminal: one line an epoch, no progress-bar redraws
-    assert "\r" not in out and "━" not in out and "val_accuracy" in out
+    assert "\r" not in out and "Epoch 1/30\n" in out
     assert len(_history(run_dir)) >= 1 and (run_dir / "checkpoints").exists()
 
 
