@@ -90,7 +90,7 @@ def build_parser():
     train.add_argument("--recipe", choices=list(RECIPES),
                        help="tutorial: its settings (the default); fast: augmentation, Nesterov SGD, weight decay, "
                             "warm-up + cosine schedule, label smoothing, batch 512, 30 epochs (for a GPU); "
-                            "cpu: fast at 67x67 for a small CPU, 4 epochs (about 10 min on 2 cores), "
+                            "cpu: fast at 67x67, batch 256, for a small CPU, 4 epochs (about 10 min on 2 cores), "
                             "give it the --epochs your time allows")
     train.add_argument("--tta", action=argparse.BooleanOptionalAction,
                        help="the final report also gives test-time-augmented figures: each test image's "

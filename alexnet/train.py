@@ -46,6 +46,7 @@ def train(config: TrainConfig) -> Run:
     if not isinstance(config, TrainConfig):
         raise UsageError(f"train() takes a TrainConfig. Received: {type(config).__name__}; "
                          "to continue a run, call resume(run_dir)")
+    _choose_backend(config.backend)  # before validate(), which imports the model builders (and so Keras)
     config.validate()
     return _start(config)
 
@@ -101,16 +102,20 @@ def resume_config(run_dir, epochs=None):
     return config, stored
 
 
+def _choose_backend(name):
+    try:
+        backend.select_backend(name)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def _start(config, stored=None):
     """Chooses the backend (the one place a run does), then runs the trainer.
 
     Keras's global dtype policy and distribution are restored afterwards, so a
     caller's later models are not built under this run's settings.
     """
-    try:
-        backend.select_backend(config.backend)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    _choose_backend(config.backend)
     keras = backend.load_keras()
     from alexnet import trainer  # imports Keras: only now that the backend is chosen
 
