@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
 	touch $@
 
-.PHONY: install train test
+.PHONY: install train test test-fast
 install: $(VENV)/.installed
 
 train: install
@@ -18,3 +18,6 @@ train: install
 
 test: install
 	$(VENV)/bin/python -m pytest
+
+test-fast: install  # the quick loop: everything but the end-to-end training tests
+	$(VENV)/bin/python -m pytest -m "not slow"

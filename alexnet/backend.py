@@ -63,6 +63,12 @@ def load_keras(quiet=None):
     """
     if quiet is None:
         quiet = not startup_logs
+    named = os.environ.get("KERAS_BACKEND")
+    if "keras" not in sys.modules and named and named not in BACKENDS:
+        from alexnet.errors import UsageError
+
+        raise UsageError(f"KERAS_BACKEND={named} is not a backend alexnet runs on; set it to one of "
+                         f"{', '.join(BACKENDS)}, or unset it (TensorFlow is the default)")
     try:
         if "keras" in sys.modules or not quiet:
             import keras

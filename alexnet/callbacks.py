@@ -111,7 +111,9 @@ class EpochLog(keras.callbacks.Callback):
         if tf is None:
             return  # no TensorFlow (JAX-only machines): history.csv alone
         learning_rate = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)
-        for part, prefix in (("train", ""), ("validation", "val_")):
+        for part, prefix in (("train", ""), ("validation", "val_"), ("test", "test_")):  # test: --test-each-epoch
+            if not any(prefix + metric in logs for metric in ("loss", "accuracy")):
+                continue
             writer = self._writer(tf, part)
             with writer.as_default():
                 for metric in ("loss", "accuracy"):

@@ -9,6 +9,7 @@ import sys
 
 from alexnet import __version__
 from alexnet.backend import BACKENDS
+from alexnet.distribute import STRATEGIES
 from alexnet.recipes import RECIPES
 from alexnet.config import TrainConfig
 from alexnet.errors import AlexnetError, UsageError
@@ -101,7 +102,7 @@ def build_parser():
                        help="compute in bfloat16 (or float16 on GPUs before Ampere) with float32 weights "
                             "(default: on for GPUs, and on CPUs where bfloat16 measured faster: AMD with AVX512-BF16, "
                             "Intel with AMX; TensorFlow and PyTorch only)")
-    train.add_argument("--strategy", choices=["auto", "none", "mirrored", "multiworker", "data-parallel"],
+    train.add_argument("--strategy", choices=STRATEGIES,
                        help="auto (the default): all local GPUs when there are several, else one device; "
                             "mirrored: tf.distribute over local GPUs; data-parallel: JAX, also over several "
                             "hosts; multiworker is refused (Keras 3 cannot, keras-team/keras#20585). "

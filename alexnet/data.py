@@ -20,6 +20,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import numpy as np
 from alexnet.errors import AlexnetError, UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+MAX_STORED_SIDE = 256  # default cap on the longer side of stored images (pixels): photos would fill memory
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".zip")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _CACHE_FORMAT = 2  # bump when the cached arrays or meta.json change meaning
@@ -82,7 +84,7 @@ def writable_cache_dir():
         return None
 
 
-def load_dataset(data="cifar10", storage_size=None, strict=False):
+def load_dataset(data="cifar10", storage_size=None, strict=False, test_only=False):
     """Loads a dataset by the CLI's `--data` value.
 
     Args:
@@ -92,6 +94,8 @@ def load_dataset(data="cifar10", storage_size=None, strict=False):
         storage_size: (height, width) to store images at; None keeps the
             source's own size (for folders: the most common size in it).
         strict: Fail on unreadable image files instead of skipping them.
+        test_only: Only the test part is needed (evaluation): an image folder
+            may then lack train/, and its training arrays are empty.
 
     Returns:
         A `Dataset`.
@@ -114,7 +118,7 @@ def load_dataset(data="cifar10", storage_size=None, strict=False):
         path = _dataset_root(path)
         batches = _find_cifar_batches(path)
         if batches is None:
-            return load_image_folder(path, storage_size=storage_size, strict=strict)
+            return load_image_folder(path, storage_size=storage_size, strict=strict, test_only=test_only)
         dataset = read_cifar_batches(batches)
     if storage_size is not None and tuple(storage_size) != dataset.x_train.shape[1:3]:
         dataset = _resized(dataset, storage_size)
@@ -308,7 +312,10 @@ def decode_image(path, size=None):
     """Decodes one image file to uint8 RGB (H, W, 3), resized (bilinear) to size=(height, width) if given."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    with warnings.catch_warnings():  # a very large image: PIL warns (two lines); above twice its limit it raises
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
         image = _to_rgb(image)
         if size is not None and image.size != (size[1], size[0]):
             image = image.resize((size[1], size[0]), Image.BILINEAR)
@@ -354,7 +361,7 @@ def _folder_key(files, storage_size):
     return digest.hexdigest()[:24]
 
 
-def load_image_folder(root, storage_size=None, strict=False):
+def load_image_folder(root, storage_size=None, strict=False, test_only=False):
     """Loads an image-folder dataset (train/<class>/*, test/<class>/*) into uint8 arrays.
 
     Every image becomes RGB (grayscale replicated, transparency composited on
@@ -367,7 +374,11 @@ def load_image_folder(root, storage_size=None, strict=False):
         AlexnetError: With strict=True, if a file cannot be decoded.
     """
     root = Path(root)
-    train_files, test_files = _list_images(root, "train"), _list_images(root, "test")
+    test_files = _list_images(root, "test")
+    if test_only and not (root / "train").is_dir():  # evaluation reads test/ alone
+        train_files = {name: [] for name in test_files}
+    else:
+        train_files = _list_images(root, "train")
     if sorted(train_files) != sorted(test_files):
         only_train = sorted(set(train_files) - set(test_files))
         only_test = sorted(set(test_files) - set(train_files))
@@ -400,6 +411,14 @@ def load_image_folder(root, storage_size=None, strict=False):
             raise AlexnetError(f"--data: none of the {len(paths)} files in {root} is a readable image")
         size = collections.Counter(sizes).most_common(1)[0][0]
     size = tuple(int(s) for s in size)
+    if storage_size is None and max(size) > MAX_STORED_SIDE:  # photos: keep memory bounded
+        scale = MAX_STORED_SIDE / max(size)
+        capped = tuple(max(1, round(side * scale)) for side in size)
+        print(f"note: the most common image size in {root} is {size[0]}x{size[1]}; storing images at "
+              f"{capped[0]}x{capped[1]} (longer side {MAX_STORED_SIDE}; --storage-size sets another)",
+              file=sys.stderr)
+        size = capped
+    _check_memory(len(paths), size, root)
 
     def decode(path):
         try:
@@ -414,6 +433,10 @@ def load_image_folder(root, storage_size=None, strict=False):
     arrays = {}
     for part in ("train", "test"):
         chosen = [i for i, (p, k) in enumerate(zip(parts, keep)) if p == part and k]
+        if not chosen and part == "train" and test_only:
+            arrays["x_train"] = np.zeros((0, *size, 3), dtype=np.uint8)
+            arrays["y_train"] = np.zeros((0,), dtype=np.int64)
+            continue
         if not chosen:
             raise AlexnetError(f"--data: no readable images left in {root / part}")
         arrays[f"x_{part}"] = np.stack([images[i] for i in chosen])
@@ -424,6 +447,34 @@ def load_image_folder(root, storage_size=None, strict=False):
 
 
 _CACHED_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _available_memory():
+    """Bytes of memory available now (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(count, size, root):
+    """Says how much memory the stored images take; refuses, with advice, when that is more than is free.
+
+    Decoding holds each image once in a list and once in the stacked array, so the peak is about twice this.
+    """
+    needed = count * size[0] * size[1] * 3
+    if needed >= 256 * 2 ** 20:
+        print(f"{count} images at {size[0]}x{size[1]} take {needed / 2 ** 30:.1f} GB in memory", file=sys.stderr)
+    available = _available_memory()
+    if available is not None and 2 * needed > available:
+        raise UsageError(f"--data: storing {count} images of {root} at {size[0]}x{size[1]} needs about "
+                         f"{2 * needed / 2 ** 30:.1f} GB while decoding, more than the {available / 2 ** 30:.1f} GB "
+                         "available; give a smaller --storage-size (AlexNet resizes to --image-size anyway) "
+                         "or fewer images")
 
 
 def _read_cache(folder, key, class_names, root):

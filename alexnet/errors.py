@@ -1,4 +1,4 @@
-"""The two kinds of failure the CLI reports, each with its exit status."""
+"""The three kinds of failure the CLI reports, each with its exit status."""
 
 
 class AlexnetError(Exception):

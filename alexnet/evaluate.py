@@ -1,5 +1,8 @@
 """`alexnet evaluate`: test figures of a saved model, on the run's own test split or on other data."""
 
+import re
+import sys
+import zipfile
 from pathlib import Path
 
 from alexnet import runs
@@ -21,6 +24,9 @@ def load_model(path):
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no model file at {path}")
+    if not zipfile.is_zipfile(path):  # Keras reads a damaged archive as "File not found", which misleads
+        raise AlexnetError(f"cannot load {path}: it is not a valid Keras archive (a .keras file is a zip "
+                           "archive; this one is truncated, damaged or of another kind)")
     try:
         model = keras.saving.load_model(path, compile=False)
         model.jit_compile = speed_settings(mixed_precision=False)["jit"]
@@ -37,10 +43,35 @@ def resolve_target(target):
         if not (target / runs.RUN_MARKER).is_file():
             raise UsageError(f"{target} is not a run folder (no {runs.RUN_MARKER}); give a run folder or a .keras file")
         settings = runs.read_run_config(target, "evaluated")["settings"]
-        return target / "model.keras", TrainConfig.from_dict(settings)
+        return run_model(target), TrainConfig.from_dict(settings)
     if not target.exists():
         raise UsageError(f"no such run folder or model file: {target}")
     return target, None
+
+
+def run_model(run_dir):
+    """The run's final model; for a run that did not finish, its best model or newest checkpoint, with a notice."""
+    if (run_dir / "model.keras").is_file():
+        return run_dir / "model.keras"
+    _, checkpoint = runs.latest_checkpoint(run_dir)
+    for fallback, what in ((run_dir / "best.keras", "its best model by validation accuracy"),
+                           (checkpoint, "its newest checkpoint")):
+        if fallback is not None and fallback.is_file():
+            print(f"note: {run_dir} has no model.keras (the run did not finish); using {what}, {fallback}",
+                  file=sys.stderr)
+            return fallback
+    raise UsageError(f"{run_dir} holds no model yet (no model.keras, best.keras or checkpoint): "
+                     "it stopped before its first epoch ended")
+
+
+def _slug(data):
+    """A folder-name form of a --data value: its last path part without archive suffixes."""
+    name = Path(str(data)).name or "data"
+    for suffix in (".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tar", ".zip"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "data"
 
 
 def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=False):
@@ -57,7 +88,8 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
         batch_size: images per prediction batch.
         limit_test: a cap on test images (seeded sample).
         out: folder for report.json, report.md, confusion.png, mistakes.png;
-            default: `evaluation/` beside the model.
+            default: `evaluation/` beside the model for the run's own test split,
+            `evaluation-<data name>/` for other data.
         tta: also report the figures of each image's and its mirror's predictions averaged.
 
     Returns:
@@ -78,7 +110,7 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
     # stored at the size the model takes.
     own = config is not None and data == config.data
     storage = config.storage_size if own else tuple(model.input_shape[1:3])
-    dataset = load_dataset(data, storage_size=storage, strict=config.strict if config else False)
+    dataset = load_dataset(data, storage_size=storage, strict=config.strict if config else False, test_only=True)
     if dataset.x_test.shape[1:3] != tuple(model.input_shape[1:3]):
         raise UsageError(f"the model takes {model.input_shape[1]}x{model.input_shape[2]} images but {data} "
                          f"holds {dataset.x_test.shape[1]}x{dataset.x_test.shape[2]}")
@@ -86,7 +118,10 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
     if classes != len(dataset.class_names):
         raise UsageError(f"the model predicts {classes} classes but {data} has {len(dataset.class_names)}")
     rows = test_indices(len(dataset.x_test), seed, limit_test)
-    out = Path(out) if out else model_path.parent / "evaluation"
+    # The run's own test split reports into evaluation/; other data into a folder of its own, so that the
+    # report of the run's test split is never replaced by another one.
+    base = Path(target) if Path(target).is_dir() else model_path.parent
+    out = Path(out) if out else base / ("evaluation" if own else f"evaluation-{_slug(data)}")
     out.mkdir(parents=True, exist_ok=True)
     metrics = write_report(model, dataset.x_test[rows], dataset.y_test[rows], dataset.class_names, out,
                            batch_size=batch_size, tta=tta)

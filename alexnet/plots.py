@@ -1,6 +1,7 @@
 """Pictures of the data and of training, written as PNG files (no display needed)."""
 
 import io
+import warnings
 import math
 
 import numpy as np
@@ -8,14 +9,27 @@ import numpy as np
 from alexnet.runs import write_atomic
 
 
-def save_figure(figure, path):
-    """Renders a matplotlib Figure to PNG and writes it atomically."""
+def render_png(figure, dpi=100):
+    """Renders a matplotlib Figure to PNG bytes, trimmed to its content (bbox_inches="tight").
+
+    Class names in scripts the installed fonts lack (CJK, say) are drawn as
+    boxes; matplotlib's "Glyph ... missing" warnings for them are not shown
+    (the names are intact in the JSON and markdown reports).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    write_atomic(path, buffer.getvalue())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from")
+        warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support")
+        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def save_figure(figure, path):
+    """Renders a matplotlib Figure to PNG and writes it atomically."""
+    write_atomic(path, render_png(figure))
 
 
 def sample_grid(images, labels, class_names, path, count=20, columns=5, seed=0):

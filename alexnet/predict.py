@@ -10,7 +10,7 @@ from alexnet.errors import UsageError
 
 def class_names_for(model_path, classes):
     """Class names from the run folder that holds the model, else "0", "1", ..."""
-    for folder in (Path(model_path).parent, Path(model_path).parent.parent):
+    for folder in (Path(model_path).parent, Path(model_path).parent.parent):  # the run folder, or above checkpoints/
         if (folder / runs.RUN_MARKER).is_file():
             names = runs.read_run_config(folder, "read for its class names").get("data", {}).get("class_names")
             if names and len(names) == classes:
@@ -18,7 +18,7 @@ def class_names_for(model_path, classes):
     return [str(i) for i in range(classes)]
 
 
-def predict(target, images, top_k=5):
+def predict(target, images, top_k=3):
     """Predicts the top-k classes of each image file.
 
     Args:
@@ -31,10 +31,10 @@ def predict(target, images, top_k=5):
         or {"file", "error"} for a file that could not be read.
     """
     from alexnet.data import decode_image
-    from alexnet.evaluate import load_model
+    from alexnet.evaluate import load_model, run_model
 
     path = Path(target)
-    model_path = path / "model.keras" if path.is_dir() else path
+    model_path = run_model(path) if path.is_dir() else path
     if not model_path.is_file():
         raise UsageError(f"no model at {model_path}; give a run folder or a .keras file")
     model = load_model(model_path)

@@ -164,7 +164,8 @@ def compile_model(model, config, steps_per_epoch, jit=False, lr=None):
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
         metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit)
+    # A weighted metric: evaluation batches padded for several devices carry weight 0 on the copies.
+    model.compile(optimizer=optimizer, loss=loss, weighted_metrics=[metric], jit_compile=jit)
     return model
 
 

@@ -4,6 +4,7 @@ Writes report.json, report.md, confusion.png and mistakes.png, and (where a
 TensorBoard log folder is given) the two pictures to its images tab.
 """
 
+import io
 import math
 from pathlib import Path
 
@@ -21,10 +22,20 @@ def predict_probabilities(model, images, batch_size=256, tta=False):
     """
     from alexnet.pipeline import make_dataset
 
+    import keras
+
+    count = len(images)
+    distribution = keras.distribution.distribution()
+    devices = len(distribution.device_mesh.devices.reshape(-1)) if distribution is not None else 1
+    pad = (-count) % devices  # a data-parallel model splits each batch over its devices: pad, then drop
+    if pad:
+        images = np.concatenate([images, np.repeat(images[:1], pad, axis=0)])
+        batch_size = max(devices, batch_size // devices * devices)
     labels = np.zeros(len(images), dtype=np.int64)
 
     def predict(x):
-        return np.asarray(model.predict(make_dataset(x, labels, batch_size), verbose=0), dtype=np.float64)
+        batches = make_dataset(x, labels, batch_size)
+        return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)[:count]
 
     probabilities = predict(images)
     if tta:
@@ -134,12 +145,11 @@ def mistakes_figure(images, labels, probabilities, class_names, count=25, column
 
 
 def _figure_array(figure):
-    """Renders a figure to a uint8 RGB array (for TensorBoard)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    """Renders a figure to a uint8 RGB array (for TensorBoard), trimmed as the PNG on disk is."""
+    from PIL import Image
 
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    with Image.open(io.BytesIO(plots.render_png(figure))) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def write_report(model, images, labels, class_names, out_dir, log_dir=None, step=0, batch_size=256, tta=False):
@@ -169,7 +179,9 @@ def write_report(model, images, labels, class_names, out_dir, log_dir=None, step
     tf = tensorflow() if log_dir is not None else None
     if tf is not None:
         writer = tf.summary.create_file_writer(str(log_dir))
-        with writer.as_default():
+        with writer.as_default():  # the same tags as train/ and validation/, so the three share a chart
+            tf.summary.scalar("epoch_loss", metrics["test_loss"], step=step)
+            tf.summary.scalar("epoch_accuracy", metrics["top1_accuracy"], step=step)
             tf.summary.image("confusion_matrix", _figure_array(confusion)[None], step=step)
             tf.summary.image("mistakes", _figure_array(mistakes)[None], step=step)
         writer.close()

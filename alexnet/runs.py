@@ -223,12 +223,30 @@ def read_history(run_dir):
     return rows
 
 
+def git_commit():
+    """The commit of the checkout this package runs from (with "-dirty" for local changes), or None."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        return subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def environment():
     """Library versions, the Keras backend and the devices it sees, for config.json."""
     import keras
     import numpy
 
+    from alexnet import __version__
+
     info = {
+        "alexnet": __version__,
+        "git_commit": git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "keras": keras.__version__,

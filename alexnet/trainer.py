@@ -218,7 +218,10 @@ def _restore(model, state_dir):
             model.load_weights(path)
         except Exception as error:  # Keras raises many types for a damaged zip or h5 file
             damaged = path.with_name(path.name + ".damaged")
-            os.replace(path, damaged)
+            try:
+                os.replace(path, damaged)
+            except FileNotFoundError:  # another process of a multi-process job set it aside first
+                pass
             print(f"warning: checkpoint {path} does not load ({type(error).__name__}: "
                   f"{str(error).splitlines()[0] if str(error) else 'no detail'}); kept aside as {damaged.name}",
                   file=sys.stderr)
@@ -245,9 +248,11 @@ def _fit(job, model, done):
     config, splits, shard = job.config, job.splits, job.distribution.shard
     classes = job.one_hot_classes
     # A resumed run shuffles with another seed, so it does not replay the first epochs' orders.
+    replicas = job.distribution.replicas
     train_data = make_dataset(splits.x_train, splits.y_train, job.global_batch, shuffle=True,
-                              seed=config.seed + done, num_classes=classes, shard=shard)
-    val_data = make_dataset(splits.x_val, splits.y_val, job.global_batch, num_classes=classes, shard=shard)
+                              seed=config.seed + done, num_classes=classes, shard=shard, replicas=replicas)
+    val_data = make_dataset(splits.x_val, splits.y_val, job.global_batch, num_classes=classes, shard=shard,
+                            replicas=replicas)
     # Every process saves (others into their own temporary folder): with several JAX processes, saving
     # reads sharded arrays and takes all processes at once, so all must decide alike when to save
     # best.keras, from the same (the chief's) state.
@@ -255,7 +260,8 @@ def _fit(job, model, done):
                  Checkpoints(job.run_dir, _best_val_accuracy(job.state_dir)), keras.callbacks.TerminateOnNaN(),
                  TimeEstimate(config.epochs - done, job.speed["device"]), StopOnInterrupt()]  # last: see its doc
     if config.test_each_epoch:  # benchmarks only; before EpochLog, which writes what it adds
-        test_data = make_dataset(splits.x_test, splits.y_test, job.global_batch, num_classes=classes, shard=shard)
+        test_data = make_dataset(splits.x_test, splits.y_test, job.global_batch, num_classes=classes, shard=shard,
+                                 replicas=replicas)
         callbacks.insert(0, TestEachEpoch(test_data))
     try:
         # verbose=2 (one line an epoch) when stdout is a file or a pipe: the bar's redraws would fill logs.
@@ -271,10 +277,24 @@ def _fit(job, model, done):
     losses = history.history.get("loss", [])
     if not all(math.isfinite(v) for v in losses):  # TerminateOnNaN stopped the epoch
         completed, checkpoint = runs.latest_checkpoint(job.state_dir)
-        kept = f"the last good checkpoint ({checkpoint}, epoch {completed}) is kept" if checkpoint \
-            else "no epoch completed, so there is no checkpoint"
+        logged = len(runs.read_history(job.run_dir))
+        if checkpoint:
+            kept = f"the last good checkpoint ({checkpoint}, epoch {completed}) is kept"
+        elif logged:
+            kept = (f"{logged} epoch(s) ran, but none had a finite validation loss, so there is no checkpoint")
+        else:
+            kept = "no epoch completed, so there is no checkpoint"
         raise AlexnetError(f"the training loss became NaN or infinite in epoch {done + len(losses)}; "
                            f"{kept}. Lower --lr (now {config.lr}) and start a new run.")
+
+
+def _warn_if_diverged(val_loss, classes, lr):
+    """Says so when the final validation loss is not finite or far above a chance-level guess's (ln classes)."""
+    chance = math.log(classes)
+    if not math.isfinite(val_loss) or val_loss > 3 * chance:
+        print(f"warning: the final validation loss is {val_loss:.4g}, far above a chance-level guess's "
+              f"({chance:.2f}): training diverged, and the saved models predict poorly. Lower --lr "
+              f"(now {lr:g}) and start a new run.", file=sys.stderr)
 
 
 def _local_copy(model):
@@ -297,7 +317,7 @@ def _finish(job, model):
     if job.distribution.shard[1] > 1:
         model = _local_copy(model)
     report = write_report(model, splits.x_test, splits.y_test, splits.class_names, run_dir,
-                          log_dir=run_dir / "logs" / "test", step=config.epochs, tta=config.tta)
+                          log_dir=run_dir / "logs" / "test", step=config.epochs - 1, tta=config.tta)  # the last epoch
     metrics = {"test_loss": report["test_loss"], "test_accuracy": report["top1_accuracy"],
                "test_top5_accuracy": report.get("top5_accuracy"), "test_images": report["test_images"],
                "epochs": config.epochs}
@@ -307,6 +327,7 @@ def _finish(job, model):
     history = runs.read_history(run_dir)
     if history:  # a worker that resumed a finished run trained no epoch here
         plots.training_curves(history, run_dir / "curves.png")
+        _warn_if_diverged(history[-1].get("val_loss", math.nan), len(splits.class_names), config.lr)
     print(f"Test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
           f"on {metrics['test_images']} images")
     if "tta_test_accuracy" in metrics:

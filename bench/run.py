@@ -64,21 +64,56 @@ def fmt(mean, spread, n, digits=1):
     return f"{mean:,.{digits}f}" + (f" ± {spread:,.{digits}f} (n={n})" if n > 1 else "")
 
 
-def machine():
-    cpu = platform.processor() or "unknown CPU"
+def cpu_name():
+    """The CPU's model name, from /proc/cpuinfo where there is one."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine():
+    cpu = cpu_name()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     from alexnet.backend import cpu_has_fast_bf16
 
     return (f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB memory, "
             f"{'bfloat16 faster than float32' if cpu_has_fast_bf16() else 'float32 (bfloat16 not faster here)'}, "
-            "no GPU")
+            f"{gpus() or 'no GPU'}")
+
+
+def gpus():
+    """The GPUs nvidia-smi lists, as one string, or '' where there is none."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    names = [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+    return ", ".join(f"{names.count(n)}x {n}" for n in dict.fromkeys(names))
+
+
+def merge(old, new):
+    """BENCHMARKS.md from this suite's new text, keeping every section of the old file it does not write.
+
+    Sections are '## ' headings. The GPU section is kept as it was unless the old one is still the
+    placeholder: this suite runs on a CPU and must not erase figures measured on a GPU.
+    """
+    def sections(text):
+        head, *rest = ("\n" + text).split("\n## ")
+        return head.strip("\n"), {part.split("\n", 1)[0]: "## " + part.rstrip("\n") for part in rest}
+
+    _, old_sections = sections(old)
+    head, new_sections = sections(new)
+    gpu_old = old_sections.get("GPU")
+    if gpu_old and "Not measured yet" not in gpu_old:
+        new_sections["GPU"] = gpu_old
+    for title, text in old_sections.items():
+        new_sections.setdefault(title, text)
+    return "\n\n".join([head, *new_sections.values()]) + "\n"
 
 
 def versions():
@@ -138,7 +173,9 @@ def main():
     run("infer tensorflow mp=off", "infer", "ours", "--backend", "tensorflow", "--mixed-precision", "off", "--steps", 8)
 
     minutes = (time.perf_counter() - started) / 60
-    Path(args.out).write_text(report(rows, commands, backends, args, minutes))
+    out = Path(args.out)
+    text = report(rows, commands, backends, args, minutes)
+    out.write_text(merge(out.read_text(), text) if out.exists() else text)
     print(f"Wrote {args.out} ({minutes:.1f} min)")
 
 

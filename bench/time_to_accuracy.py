@@ -21,6 +21,7 @@ machine: no test suite or other work beside them.
 import argparse
 import csv
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from run import cpu_name  # bench/run.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "time_to_accuracy.json"
@@ -52,23 +55,15 @@ CONFIGS = {
 
 
 def machine():
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def versions():
     found = {"python": platform.python_version()}
-    for name in ("numpy", "keras", "tensorflow"):
+    for name in ("numpy", "keras", "tensorflow"):  # from the installed metadata: importing TensorFlow is slow
         try:
-            found[name] = __import__(name).__version__
-        except ImportError:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return found
 
@@ -186,22 +181,15 @@ print(json.dumps({{"image_size": size, "images_per_s": steps * {batch_size} / (t
     return found
 
 
-def _mean_std(values):
-    values = [v for v in values if v is not None]
+def _mean_std(values, scale=1.0, digits=None):
+    """'mean ± std (n=...)' of the values that are not None, times `scale`."""
+    values = [scale * v for v in values if v is not None]
     if not values:
         return "-"
+    number = (lambda v: f"{v:.{digits}f}") if digits is not None else (lambda v: f"{v:.4g}")
     if len(values) == 1:
-        return f"{values[0]:.4g} (n=1)"
-    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g} (n={len(values)})"
-
-
-def _percent(values):
-    values = [100 * v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.2f} (n=1)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+        return f"{number(values[0])} (n=1)"
+    return f"{number(statistics.mean(values))} ± {number(statistics.stdev(values))} (n={len(values)})"
 
 
 def plot(results):
@@ -242,7 +230,8 @@ def section(results, speeds):
              "each timed from process start to exit with the decoded-image cache warm, run alone on the machine. "
              "Accuracy is the final model's, evaluated once on the test split; TTA averages each test image's and "
              "its mirror's predictions. Nothing is selected on test accuracy. Reproduce with "
-             "`python bench/time_to_accuracy.py run CONFIG --seeds 42 43 44` then `... write`.", "",
+             "`python bench/time_to_accuracy.py run CONFIG --seeds 42 43 44` then `... write`. A commit marked '-dirty' "
+             "differed from it only in the results files this script writes between runs.", "",
              "| configuration | flags | runs | wall-clock (s) | test accuracy (%) | with TTA (%) | images/s | "
              "machine | commit |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
@@ -250,8 +239,8 @@ def section(results, speeds):
         runs = [r for r in results if r["config"] == name]
         lines.append(
             f"| {name} | `{' '.join(runs[0]['flags'])}` | seeds {', '.join(str(r['seed']) for r in runs)} | "
-            f"{_mean_std([r['wall_seconds'] for r in runs])} | {_percent([r['test_accuracy'] for r in runs])} | "
-            f"{_percent([r['tta_test_accuracy'] for r in runs])} | "
+            f"{_mean_std([r['wall_seconds'] for r in runs], 1, 0)} | {_mean_std([r['test_accuracy'] for r in runs], 100, 2)} | "
+            f"{_mean_std([r['tta_test_accuracy'] for r in runs], 100, 2)} | "
             f"{statistics.median(r['images_per_s'] for r in runs):.0f} | {runs[0]['machine']}, "
             f"{runs[0]['dtype_policy']} | {runs[0]['commit']} |")
     lines += ["", f"![test accuracy against wall-clock minutes]({_relative(PLOT)})", ""]

@@ -43,3 +43,10 @@ def cifar_slice(tmp_path_factory):
     if not ARCHIVE.is_file():
         pytest.skip(f"CIFAR-10 archive not found at {ARCHIVE} (set ALEXNET_TEST_ARCHIVE)")
     return extract_slice(ARCHIVE, tmp_path_factory.mktemp("cifar10-slice"), 100, 30)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that train on the CIFAR-10 slice are end to end: marked `slow` (`make test-fast` skips them)."""
+    for item in items:
+        if "cifar_slice" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -204,3 +204,47 @@ def test_keras_backend_variable_naming_a_missing_backend(tmp_path):
     assert result.stderr.strip().splitlines() == [
         'alexnet: error: the jax backend is not installed; install it with: pip install -e ".[jax]" '
         '(or pip install jax) (KERAS_BACKEND=jax)']
+
+
+def test_evaluate_on_other_data_keeps_the_runs_own_report(trained_run, cifar_slice, tmp_path, capsys):
+    """The run's evaluation/ (its own test split) is never replaced by a report on other data."""
+    import shutil
+
+    other = tmp_path / "only-test"
+    shutil.copytree(cifar_slice / "test", other / "test")  # evaluation needs no train/ folder
+    assert main(["evaluate", str(trained_run), "--out", str(tmp_path / "own")]) == 0
+    assert main(["evaluate", str(trained_run / "best.keras"), "--data", str(other), "--limit-test", "40"]) == 0
+    assert "on 40 images" in capsys.readouterr().out
+    report = json.loads((trained_run / "evaluation-only-test" / "report.json").read_text())
+    assert report["test_images"] == 40
+    assert not (trained_run / "evaluation" / "report.json").exists() or \
+        json.loads((trained_run / "evaluation" / "report.json").read_text())["test_images"] == 200
+
+
+def test_config_records_the_code_that_made_the_run(trained_run):
+    from alexnet import __version__
+
+    environment = json.loads((trained_run / "config.json").read_text())["environment"]
+    assert environment["alexnet"] == __version__
+    assert "git_commit" in environment  # a commit hash in a checkout, None in an installed package
+
+
+def test_evaluate_an_unfinished_run_uses_its_best_model(trained_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "unfinished"
+    shutil.copytree(trained_run, run_dir)
+    (run_dir / "model.keras").unlink()
+    assert main(["evaluate", str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "has no model.keras (the run did not finish); using its best model" in captured.err
+    assert (run_dir / "evaluation" / "report.json").is_file()
+
+
+def test_keras_backend_variable_with_an_unknown_name():
+    result = subprocess.run([sys.executable, "-m", "alexnet", "summary"], capture_output=True, text=True,
+                            timeout=120, env={**__import__("os").environ, "KERAS_BACKEND": "nonsense"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "alexnet: error: KERAS_BACKEND=nonsense is not a backend alexnet runs on; set it to one of "
+        "tensorflow, jax, torch, or unset it (TensorFlow is the default)"]

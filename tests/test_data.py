@@ -340,3 +340,21 @@ def test_cifar_batch_string_labels_are_refused_with_the_file(tmp_path):
         pickle.dump(batch, f, protocol=2)
     with pytest.raises(AlexnetError, match=r"data_batch_1: labels must be integers 0..9; found str"):
         data.load_dataset(str(folder))
+
+
+def test_large_photos_are_stored_at_a_capped_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
+    root = _folder(tmp_path / "src", per_class=2, size=(600, 400))
+    dataset = data.load_image_folder(root)
+    assert dataset.x_train.shape[1:] == (256, 171, 3)  # the longer side capped at 256, the aspect kept
+    assert "storing images at 256x171" in capsys.readouterr().err
+    assert data.load_image_folder(root, storage_size=(300, 200)).x_train.shape[1:] == (300, 200, 3)  # as asked
+
+
+def test_more_than_the_available_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "_available_memory", lambda: 10_000)
+    monkeypatch.setattr(data, "decode_image", lambda *a: pytest.fail("decoded despite the refusal"))
+    with pytest.raises(UsageError, match="needs about .* GB while decoding, more than the .* available; "
+                                         "give a smaller --storage-size"):
+        data.load_image_folder(_folder(tmp_path / "src"))

@@ -154,3 +154,32 @@ def test_jax_a_killed_process_then_both_restarted_resume_from_the_last_epoch(cif
     with open(run_dir / "history.csv", newline="") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2", "3"]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 4
+
+
+UNEVEN = ["--epochs", "1", "--limit-train", "129", "--val-size", "33", "--limit-test", "65", "--image-size", "67",
+          "--no-mixed-precision", "--lr", "0.01", "--strategy", "data-parallel", "--batch-size", "16"]
+
+
+def _counts_every_test_image_once(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["test_images"] == 65 and sum(map(sum, report["confusion_matrix"])) == 65
+    with open(run_dir / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and 0.0 <= float(rows[0]["val_accuracy"]) <= 1.0
+    return rows
+
+
+def test_jax_data_parallel_with_splits_that_do_not_divide_by_the_devices(cifar_slice, tmp_path):
+    _require_jax()
+    _run(["train", "--data", str(cifar_slice), *UNEVEN, "--backend", "jax", "--run-dir", str(tmp_path / "run")],
+         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    _counts_every_test_image_once(tmp_path / "run")
+
+
+def test_jax_two_processes_with_uneven_splits_and_test_each_epoch(cifar_slice, tmp_path):
+    _require_jax()
+    run_dir = tmp_path / "run"
+    _wait_all(_start_jax_processes(["--data", str(cifar_slice), *UNEVEN, "--test-each-epoch",
+                                    "--run-dir", str(run_dir)], tmp_path))
+    rows = _counts_every_test_image_once(run_dir)
+    assert 0.0 <= float(rows[0]["test_accuracy"]) <= 1.0

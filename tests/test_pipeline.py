@@ -46,3 +46,19 @@ def test_process_shards_partition_every_global_batch():
         parts = [shard[index][1] for shard in shards]
         assert sorted(np.concatenate(parts)) == sorted(whole[index][1])  # same global batch, split in two
         assert not set(parts[0]) & set(parts[1])
+
+
+def test_uneven_last_batches_for_several_devices():
+    images = np.arange(7 * 2 * 2 * 3, dtype=np.uint8).reshape(7, 2, 2, 3)
+    labels = np.arange(7)
+    evaluation = ArrayBatches(images, labels, batch_size=4, replicas=2)
+    batches = [evaluation[i] for i in range(len(evaluation))]
+    assert [len(b[0]) for b in batches] == [4, 4]  # 3 left over, padded to 4
+    assert batches[1][2].tolist() == [1, 1, 1, 0]  # the copy counts for nothing
+    assert sorted(np.concatenate([b[1][b[2] > 0] for b in batches]).tolist()) == list(range(7))  # each once
+    training = ArrayBatches(images, labels, batch_size=4, shuffle=True, seed=0, replicas=2)
+    assert [len(training[i][0]) for i in range(len(training))] == [4, 2]  # 3 left over, cut to 2
+    one_left = ArrayBatches(images[:5], labels[:5], batch_size=4, shuffle=True, seed=0, replicas=2)
+    assert len(one_left) == 1  # a last batch of 1 image cannot be split over 2 devices: left out
+    two_processes = [ArrayBatches(images, labels, batch_size=4, replicas=2, shard=(p, 2)) for p in (0, 1)]
+    assert [len(two_processes[p][1][0]) for p in (0, 1)] == [2, 2]  # equal shares of the padded batch
