@@ -617,7 +617,7 @@ def extract_archive(path):
 def _dataset_root(folder):
     """Descends through single-folder wrappers (cifar10-jpeg/train/... -> cifar10-jpeg)."""
     while True:
-        if (folder / "train").is_dir() or _find_cifar_batches(folder) is not None:
+        if (folder / "train").is_dir() or (folder / "test").is_dir() or _find_cifar_batches(folder) is not None:
             return folder
         entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
         if len(entries) != 1 or not entries[0].is_dir():

@@ -353,7 +353,7 @@ def test_large_photos_are_stored_at_a_capped_size(tmp_path, monkeypatch, capsys)
 
 def test_more_than_the_available_memory_is_refused_before_decoding(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "_available_memory", lambda: 10_000)
+    monkeypatch.setattr(data, "_available_memory", lambda: 1_000)  # 12 images of 8x8x3 need 2 x 2,304 bytes
     monkeypatch.setattr(data, "decode_image", lambda *a: pytest.fail("decoded despite the refusal"))
     with pytest.raises(UsageError, match="needs about .* GB while decoding, more than the .* available; "
                                          "give a smaller --storage-size"):
