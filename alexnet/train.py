@@ -47,6 +47,7 @@ def train(config: TrainConfig) -> Run:
         raise UsageError(f"train() takes a TrainConfig. Received: {type(config).__name__}; "
                          "to continue a run, call resume(run_dir)")
     _choose_backend(config.backend)  # before validate(), which imports the model builders (and so Keras)
+    backend.load_keras()  # quietly: TensorFlow's C++ start-up lines are not ours
     config.validate()
     return _start(config)
 

@@ -94,10 +94,11 @@ def run(config, stored=None):
             return job.run_dir, _train(job, resumed=stored is not None)
         finally:
             shutil.rmtree(job.run_dir, ignore_errors=True)
-    created = _claim_folder(job, stored)
     try:
+        _claim_folder(job, stored)
         return job.run_dir, _train(job, resumed=stored is not None, stored=stored)
     except BaseException as error:
+        created = stored is None and job.run_dir is not None  # this call made the folder
         if created and not runs.checkpoints(job.run_dir):  # nothing worth keeping: leave no folder that blocks a retry
             runs.remove_run_entries(job.run_dir)
             runs.unlock_run_dir(job.run_dir)
@@ -129,15 +130,15 @@ def _prepare(config):
 def _claim_folder(job, stored):
     """Locks the run folder (a new one, or the resumed one); writes config.json and samples.png for a new run.
 
-    Returns whether this call created the run (so a failure before its first
-    checkpoint may remove it). A resumed run's config.json is rewritten only
-    once its checkpoint has loaded (`_build`).
+    Sets job.run_dir as soon as the folder is claimed (so a failure before the
+    first checkpoint may remove it). A resumed run's config.json is rewritten
+    only once its checkpoint has loaded (`_build`).
     """
     config = job.config
     if stored is not None:
         job.run_dir = job.state_dir = Path(config.run_dir)
         runs.lock_run_dir(job.run_dir)
-        return False
+        return
     job.run_dir = job.state_dir = runs.new_run_dir(config.run_dir, config.model, overwrite=config.overwrite)
     splits = job.splits
     data_info = {
@@ -153,7 +154,6 @@ def _claim_folder(job, stored):
         "speed": {**job.speed, "op_determinism": job.deterministic}, "environment": runs.environment()})
     plots.sample_grid(splits.x_train, splits.y_train, splits.class_names, job.run_dir / "samples.png",
                       seed=config.seed)
-    return True
 
 
 def _remove_if_empty(folder):
