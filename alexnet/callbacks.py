@@ -225,46 +225,53 @@ class TestEachEpoch(keras.callbacks.Callback):
             logs["finished_at"] = time.time()  # Unix time: where the epoch falls in a benchmark's wall-clock
 
 
-class StopOnInterrupt(keras.callbacks.Callback):
-    """Turns Ctrl-C (SIGINT) into a stop at the next safe point: after a step, or after an epoch's checkpoint.
+class DeferredInterrupt:
+    """While active, Ctrl-C (SIGINT) is recorded and acted on at safe points (`check`), not where it lands.
 
-    Python raises KeyboardInterrupt wherever the signal lands, and Keras or
-    TensorFlow code swallows it in places (finalizers, a checkpoint being
-    written), so a Ctrl-C could be lost or tear a file. While training, this
-    callback's handler only records the signal; the callback raises
-    KeyboardInterrupt at the end of the current step or epoch. Put it last, so
-    that an epoch's checkpoint is complete first. A second Ctrl-C stops at once.
+    Python raises KeyboardInterrupt wherever the signal lands, and Keras, JAX or
+    TensorFlow code swallows it in places (garbage-collection callbacks,
+    finalizers, a checkpoint being written), so a Ctrl-C could be lost or tear a
+    file. The run calls `check` between its phases, and `StopOnInterrupt` after
+    every step and epoch. A second Ctrl-C stops at once.
     """
 
     def __init__(self):
-        super().__init__()
-        self._requested = False
+        self.requested = False
         self._previous = None
 
     def _handle(self, signum, frame):
-        if self._requested:  # the second Ctrl-C: the user does not want to wait
+        if self.requested:  # the second Ctrl-C: the user does not want to wait
             raise KeyboardInterrupt
-        self._requested = True
+        self.requested = True
 
-    def on_train_begin(self, logs=None):
+    def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
 
-    def on_train_end(self, logs=None):
-        self._restore()
-
-    def _restore(self):
+    def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+        return False
 
-    def _stop_if_requested(self):
-        if self._requested:
-            self._restore()
+    def check(self):
+        if self.requested:
             raise KeyboardInterrupt
 
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Stops training at the next safe point after a Ctrl-C: the end of a step, or of an epoch's checkpoint.
+
+    Put it last, so that an epoch's checkpoint is complete first.
+    """
+
+    def __init__(self, interrupt):
+        super().__init__()
+        self.interrupt = interrupt
+
     def on_train_batch_end(self, batch, logs=None):
-        self._stop_if_requested()
+        self.interrupt.check()
 
     def on_epoch_end(self, epoch, logs=None):
-        self._stop_if_requested()
+        self.interrupt.check()

@@ -22,8 +22,8 @@ import keras
 
 from alexnet import plots, recipes, runs
 from alexnet.backend import speed_settings
-from alexnet.callbacks import (TEST_EACH_EPOCH_COLUMNS, Checkpoints, EpochLog, StopOnInterrupt, TestEachEpoch,
-                               TimeEstimate, trim_logs)
+from alexnet.callbacks import (TEST_EACH_EPOCH_COLUMNS, Checkpoints, DeferredInterrupt, EpochLog, StopOnInterrupt,
+                               TestEachEpoch, TimeEstimate, trim_logs)
 from alexnet.config import TrainConfig
 from alexnet.data import load_dataset
 from alexnet.distribute import initialize_processes, plan
@@ -70,6 +70,7 @@ class Job:
     splits: object  # splits.Splits
     run_dir: Path = None  # where this process writes: the run folder, or a temporary one on other workers
     state_dir: Path = None  # the run folder whose checkpoints this process resumes from
+    interrupt: DeferredInterrupt = None  # Ctrl-C, recorded; acted on at safe points
 
     @property
     def global_batch(self):  # images per step, all replicas together
@@ -86,7 +87,14 @@ class Job:
 
 def run(config, stored=None):
     """Trains (or, with `stored`, the resumed run's config.json, continues) a run; returns (folder, metrics)."""
-    job = _prepare(config)
+    with DeferredInterrupt() as interrupt:  # Ctrl-C acts between phases and steps, never inside one
+        job = _prepare(config)
+        job.interrupt = interrupt
+        interrupt.check()
+        return _run_job(job, config, stored)
+
+
+def _run_job(job, config, stored):
     if not job.distribution.is_chief:  # other workers run every step but write to a folder of their own
         job.run_dir = Path(tempfile.mkdtemp(prefix="alexnet-worker-"))
         job.state_dir = Path(config.run_dir) if stored else job.run_dir
@@ -96,6 +104,7 @@ def run(config, stored=None):
             shutil.rmtree(job.run_dir, ignore_errors=True)
     try:
         _claim_folder(job, stored)
+        job.interrupt.check()
         return job.run_dir, _train(job, resumed=stored is not None, stored=stored)
     except BaseException as error:
         created = stored is None and job.run_dir is not None  # this call made the folder
@@ -166,6 +175,7 @@ def _remove_if_empty(folder):
 def _train(job, resumed, stored=None):
     _describe(job)
     model, done = _build(job, resumed, stored)
+    job.interrupt.check()
     if done < job.config.epochs:
         _fit(job, model, done)
     return _finish(job, model)
@@ -258,7 +268,7 @@ def _fit(job, model, done):
     # best.keras, from the same (the chief's) state.
     callbacks = [EpochLog(job.run_dir, len(splits.x_train), TEST_EACH_EPOCH_COLUMNS if config.test_each_epoch else []),
                  Checkpoints(job.run_dir, _best_val_accuracy(job.state_dir)), keras.callbacks.TerminateOnNaN(),
-                 TimeEstimate(config.epochs - done, job.speed["device"]), StopOnInterrupt()]  # last: see its doc
+                 TimeEstimate(config.epochs - done, job.speed["device"]), StopOnInterrupt(job.interrupt)]  # last
     if config.test_each_epoch:  # benchmarks only; before EpochLog, which writes what it adds
         test_data = make_dataset(splits.x_test, splits.y_test, job.global_batch, num_classes=classes, shard=shard,
                                  replicas=replicas)
