@@ -158,10 +158,6 @@ def atomic_target(path):
     return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
 
 
-def read_json(path):
-    return json.loads(Path(path).read_text())
-
-
 def read_run_config(run_dir, purpose="used as a run"):
     """The run folder's config.json (settings, data, recipe, ...), the one reader of it.
 
