@@ -105,18 +105,13 @@ def describe(name, batch_size, lr):
 
 
 def augmentation(name, seed):
-    """The training-only augmentation layers a recipe puts in the model, or None."""
-    import keras
+    """The training-only augmentation layer a recipe puts in the model, or None."""
+    from alexnet.layers import Augment
 
     recipe = get(name)
-    layers = []
-    if recipe.shift:
-        layers.append(keras.layers.RandomTranslation(recipe.shift, recipe.shift, fill_mode="constant",
-                                                     fill_value=0.0, interpolation="nearest", seed=seed,
-                                                     dtype="float32"))
-    if recipe.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, dtype="float32"))
-    return keras.Sequential(layers, name="augment") if layers else None
+    if not (recipe.shift or recipe.flip):
+        return None
+    return Augment(recipe.shift, recipe.flip, seed=seed, name="augment", dtype="float32")
 
 
 def uses_one_hot(name):

@@ -43,3 +43,27 @@ def test_layers_survive_save_and_load(tmp_path):
     assert loaded.get_layer("lrn").n == 3 and loaded.get_layer("lrn").alpha == 0.5
     x = np.random.default_rng(3).integers(0, 256, size=(2, 6, 6, 4), dtype=np.uint8)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6)
+
+
+def test_resize_equals_keras_resizing():
+    import keras
+
+    from alexnet.layers import Resize
+
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    ours = np.asarray(Resize(67, 67)(images))
+    theirs = np.asarray(keras.layers.Resizing(67, 67, interpolation="bilinear")(images))
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    assert Resize.from_config(Resize(67, 99).get_config()).compute_output_shape((None, 32, 32, 3)) == (None, 67, 99, 3)
+
+
+def test_augment_acts_in_training_only_and_round_trips():
+    from alexnet.layers import Augment
+
+    images = np.random.default_rng(0).normal(size=(16, 32, 32, 3)).astype("float32")
+    layer = Augment(1 / 8, True, seed=3)
+    np.testing.assert_array_equal(np.asarray(layer(images)), images)
+    np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
+    assert not np.array_equal(np.asarray(layer(images, training=True)), images)
+    again = Augment.from_config(layer.get_config())
+    assert (again.shift, again.flip, again.seed) == (0.125, True, 3)
