@@ -1,7 +1,51 @@
-"""AlexNet on CIFAR-10 with Keras 3.
+"""AlexNet on CIFAR-10 with Keras 3: the public Python API.
 
-Importing the package is cheap: Keras and TensorFlow load only when a module
-that needs them is imported (`alexnet.models`, `alexnet.trainer`, ...).
+    from alexnet import TrainConfig, train, evaluate, predict
+    run = train(TrainConfig(data="cifar10", recipe="cpu"))         # a run folder, as `alexnet train` writes
+    evaluate(run.run_dir)["top1_accuracy"]                           # its test split, report files beside it
+    predict(run.run_dir, ["cat.jpg"])                                 # top classes of any image files
+
+Importing the package is cheap: each name below is imported when it is
+first used (a module `__getattr__`), and Keras loads only with the first
+name that needs it. `train` and `resume` choose the Keras backend before
+Keras loads (`TrainConfig(backend="jax")`); to build models on another
+backend than TensorFlow, set KERAS_BACKEND before the first such call.
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it. Modules are named for what they do (training, evaluation, ...),
+# never like a function here, so that importing a module cannot hide the function of the same name.
+_API = {
+    "TrainConfig": "alexnet.config",
+    "train": "alexnet.training",
+    "resume": "alexnet.training",
+    "Run": "alexnet.training",
+    "evaluate": "alexnet.evaluation",
+    "predict": "alexnet.prediction",
+    "export": "alexnet.exporting",
+    "load_dataset": "alexnet.data",
+    "Dataset": "alexnet.data",
+    "load_splits": "alexnet.splits",
+    "Splits": "alexnet.splits",
+    "build_model": "alexnet.models",
+    "alexnet": "alexnet.models",
+    "alexnet_lrn": "alexnet.models",
+    "AlexnetError": "alexnet.errors",
+    "UsageError": "alexnet.errors",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name):
+    if name not in _API:
+        raise AttributeError(f"module 'alexnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

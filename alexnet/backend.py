@@ -3,7 +3,9 @@
 import contextlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -60,9 +62,40 @@ def load_keras(quiet=None):
     an error line when a machine has no GPU driver) that `TF_CPP_MIN_LOG_LEVEL`
     set from inside the process no longer hides; with quiet=True they are
     dropped (the default, unless `startup_logs` is set). Python exceptions are unaffected.
+
+    A Ctrl-C during the import is held until the import is over, then raised as
+    KeyboardInterrupt: landing inside TensorFlow's or JAX's initialization, it
+    left half-initialized modules that crashed the interpreter on exit (exit 139).
     """
     if quiet is None:
         quiet = not startup_logs
+    if "keras" in sys.modules:
+        return _import_keras(quiet)
+    with held_interrupt() as pressed:
+        keras = _import_keras(quiet)
+    if pressed:
+        raise KeyboardInterrupt
+    return keras
+
+
+@contextlib.contextmanager
+def held_interrupt():
+    """Records SIGINT instead of raising it, for the duration; yields the list of signals received.
+
+    For imports of native libraries, where a KeyboardInterrupt can leave them half-initialized.
+    """
+    pressed = []
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield pressed
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _import_keras(quiet):
     named = os.environ.get("KERAS_BACKEND")
     if "keras" not in sys.modules and named and named not in BACKENDS:
         from alexnet.errors import UsageError

@@ -3,6 +3,7 @@
 import dataclasses
 from typing import Optional
 
+from alexnet.architecture import VARIANTS, feature_map_size, min_image_size
 from alexnet.errors import UsageError
 
 
@@ -47,10 +48,8 @@ class TrainConfig:
 
     def validate(self):
         """Checks ranges that need no data; raises UsageError naming the flag and the value."""
-        from alexnet.models import MODELS, feature_map_size, min_image_size
-
-        if self.model not in MODELS:
-            raise UsageError(f"--model must be one of {', '.join(sorted(MODELS))}. Received: {self.model!r}")
+        if self.model not in VARIANTS:
+            raise UsageError(f"--model must be one of {', '.join(VARIANTS)}. Received: {self.model!r}")
         for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size),
                             ("--val-size", self.val_size), ("--limit-train", self.limit_train),
                             ("--limit-test", self.limit_test)):

@@ -7,8 +7,11 @@ class AlexnetError(Exception):
     exit_code = 1
 
 
-class UsageError(AlexnetError):
-    """A bad flag, path or setting: the user must change the command (exit status 2)."""
+class UsageError(AlexnetError, ValueError):
+    """A bad flag, path, setting or argument: the user must change the command or call (exit status 2).
+
+    Also a ValueError, which is what Python callers expect for a bad argument.
+    """
 
     exit_code = 2
 

@@ -12,50 +12,17 @@ the same raw images as training did.
 import keras
 from keras import layers
 
-from alexnet.layers import LocalResponseNormalization, PerImageStandardization
-
-# The spatial ops of the feature extractor, in order: (kernel, stride, padding).
-# Used to compute the smallest input that the network accepts.
-_SPATIAL_OPS = (
-    (11, 4, "valid"),  # conv1
-    (3, 2, "valid"),  # pool1
-    (5, 1, "same"),  # conv2
-    (3, 2, "valid"),  # pool2
-    (3, 1, "same"),  # conv3
-    (3, 1, "same"),  # conv4
-    (3, 1, "same"),  # conv5
-    (3, 2, "valid"),  # pool5
-)
-
-
-def feature_map_size(image_size):
-    """Returns the side of the last feature map for a square input, or 0 if it vanishes."""
-    size = image_size
-    for kernel, stride, padding in _SPATIAL_OPS:
-        if padding == "same":
-            size = -(-size // stride)
-        else:
-            size = (size - kernel) // stride + 1 if size >= kernel else 0
-        if size <= 0:
-            return 0
-    return size
-
-
-def min_image_size():
-    """Returns the smallest square image side that AlexNet accepts (67)."""
-    size = 1
-    while feature_map_size(size) < 1:
-        size += 1
-    return size
-
+from alexnet.architecture import VARIANTS, feature_map_size, min_image_size
+from alexnet.errors import UsageError
+from alexnet.layers import LocalResponseNormalization, PerImageStandardization, Resize
 
 def _check_args(input_shape, num_classes, image_size):
     if len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):
-        raise ValueError(f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}")
+        raise UsageError(f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}")
     if int(num_classes) < 2:
-        raise ValueError(f"`num_classes` must be at least 2. Received: num_classes={num_classes}")
+        raise UsageError(f"`num_classes` must be at least 2. Received: num_classes={num_classes}")
     if feature_map_size(image_size) < 1:
-        raise ValueError(
+        raise UsageError(
             f"`image_size` is too small for AlexNet: the smallest that works is {min_image_size()}. "
             f"Received: image_size={image_size}"
         )
@@ -77,7 +44,7 @@ def _conv_block(x, index, filters, kernel, strides, normalization, pool):
     return x
 
 
-def _build(name, input_shape, num_classes, image_size, early_normalization, augmentation=None):
+def _build(name, input_shape, num_classes, image_size, early_normalization, augmentation):
     input_shape = tuple(int(d) for d in input_shape)
     _check_args(input_shape, num_classes, image_size)
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="images")
@@ -86,7 +53,7 @@ def _build(name, input_shape, num_classes, image_size, early_normalization, augm
     x = PerImageStandardization(name="standardize", dtype="float32")(inputs)
     if augmentation is not None:  # after standardizing, so that padding with zeros pads with the image mean
         x = augmentation(x)
-    x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize", dtype="float32")(x)
+    x = Resize(image_size, image_size, interpolation="bilinear", name="resize", dtype="float32")(x)
     x = _conv_block(x, 1, 96, 11, 4, early_normalization, pool=True)  # (B, 55, 55, 96) at 227
     x = _conv_block(x, 2, 256, 5, 1, early_normalization, pool=True)  # (B, 27, 27, 256)
     x = _conv_block(x, 3, 384, 3, 1, "batch", pool=False)  # (B, 13, 13, 384)
@@ -120,10 +87,11 @@ def alexnet(input_shape=(32, 32, 3), num_classes=10, image_size=227, augmentatio
         A `keras.Model` that maps uint8 images to class probabilities.
 
     Raises:
-        ValueError: If an argument is out of range, such as an `image_size` too
-            small for the network.
+        UsageError: (a ValueError) If an argument is out of range, such as an
+            `image_size` too small for the network.
     """
-    return _build("alexnet", input_shape, num_classes, image_size, "batch", augmentation)
+    return build_model("alexnet", input_shape=input_shape, num_classes=num_classes, image_size=image_size,
+                       augmentation=augmentation)
 
 
 def alexnet_lrn(input_shape=(32, 32, 3), num_classes=10, image_size=227, augmentation=None):
@@ -132,15 +100,30 @@ def alexnet_lrn(input_shape=(32, 32, 3), num_classes=10, image_size=227, augment
     LRN (k=2, n=5, alpha=1e-4, beta=0.75) takes the place of batch normalization
     after the first two convolutions; convolutions 3 to 5 keep theirs. Same
     arguments as `alexnet`; 58,326,410 parameters at 227 (LRN has no weights).
+
+    Returns:
+        A `keras.Model` named "alexnet_lrn" that maps uint8 images to class probabilities.
+
+    Raises:
+        UsageError: (a ValueError) If an argument is out of range.
     """
-    return _build("alexnet_lrn", input_shape, num_classes, image_size, "lrn", augmentation)
+    return build_model("alexnet-lrn", input_shape=input_shape, num_classes=num_classes, image_size=image_size,
+                       augmentation=augmentation)
 
 
-MODELS = {"alexnet": alexnet, "alexnet-lrn": alexnet_lrn}
+def build_model(name, input_shape=(32, 32, 3), num_classes=10, image_size=227, augmentation=None):
+    """Builds a model by its CLI name, a key of `architecture.VARIANTS` ("alexnet", "alexnet-lrn").
 
+    Args:
+        name: the variant: "alexnet" (batch normalization) or "alexnet-lrn" (the paper's LRN).
+        input_shape, num_classes, image_size, augmentation: as for `alexnet`.
 
-def build_model(name, **kwargs):
-    """Builds a model by its CLI name (a key of `MODELS`)."""
-    if name not in MODELS:
-        raise ValueError(f"Unknown model. Expected one of {sorted(MODELS)}. Received: name={name!r}")
-    return MODELS[name](**kwargs)
+    Returns:
+        A `keras.Model` named like the variant ("alexnet", "alexnet_lrn").
+
+    Raises:
+        UsageError: (a ValueError) For an unknown name or an argument out of range.
+    """
+    if name not in VARIANTS:
+        raise UsageError(f"Unknown model. Expected one of {sorted(VARIANTS)}. Received: name={name!r}")
+    return _build(name.replace("-", "_"), input_shape, num_classes, image_size, VARIANTS[name], augmentation)

@@ -33,16 +33,23 @@ def save_figure(figure, path):
 
 
 def sample_grid(images, labels, class_names, path, count=20, columns=5, seed=0):
-    """Draws a grid of images, each titled with its class name (the tutorial's look at the data).
+    """Writes `sample_figure` as a PNG file at `path` (same arguments)."""
+    save_figure(sample_figure(images, labels, class_names, count, columns, seed), path)
+
+
+def sample_figure(images, labels, class_names, count=20, columns=5, seed=0):
+    """A grid of images, each titled with its class name (the tutorial's look at the data).
 
     Args:
         images: uint8 images (N, H, W, C).
         labels: int labels (N,).
         class_names: names in label order.
-        path: PNG file to write.
         count: how many images to show (a seeded random sample).
         columns: images per row.
         seed: chooses the sample.
+
+    Returns:
+        A matplotlib `Figure` (a notebook shows it; `save_figure` writes it).
     """
     from matplotlib.figure import Figure
 
@@ -56,15 +63,16 @@ def sample_grid(images, labels, class_names, path, count=20, columns=5, seed=0):
         axes.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
         axes.set_title(class_names[int(labels[i])], fontsize=10)
         axes.axis("off")
-    save_figure(figure, path)
+    return figure
 
 
-def training_curves(rows, path):
+def training_curves(rows, path, loss_title="loss"):
     """Plots loss and accuracy per epoch, training against validation.
 
     Args:
         rows: history.csv's rows (`runs.read_history`): {"epoch", "loss", "val_loss", "accuracy", ...} each.
         path: PNG file to write.
+        loss_title: the loss panel's title, to say what the loss includes (label smoothing, say).
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -80,7 +88,7 @@ def training_curves(rows, path):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("epoch")
         axes.set_ylabel(metric)
-        axes.set_title(metric)
+        axes.set_title(loss_title if metric == "loss" else metric)
         axes.grid(alpha=0.3)
         axes.legend()
     save_figure(figure, path)

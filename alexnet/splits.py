@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from alexnet.data import load_dataset
 from alexnet.errors import AlexnetError, UsageError
 
 TUTORIAL_VAL_SIZE = 5000  # images held out of CIFAR-10's 50,000 training images
@@ -81,6 +82,31 @@ def make_splits(dataset, val_size=None, seed=0, limit_train=None, limit_test=Non
     )
     splits.test_duplicates = check_disjoint(splits)
     return splits
+
+
+def load_splits(data="cifar10", val_size=None, seed=42, limit_train=None, limit_test=None, storage_size=None,
+                strict=False):
+    """Loads a dataset and splits it exactly as `alexnet train` does with the same settings.
+
+    Args:
+        data: a `--data` value (see `load_dataset`).
+        val_size: validation images held out of the training images; None: 10% of them, at most 5,000
+            (or limit_train / 9).
+        seed: the seed of the split and of the test sample (`TrainConfig.seed`).
+        limit_train: a cap on training images after validation is taken out.
+        limit_test: a cap on test images (a seeded random sample).
+        storage_size: (height, width) to store images at; None: the source's own.
+        strict: unreadable image files are an error instead of skipped.
+
+    Returns:
+        The `Splits`: uint8 images and int64 labels of train, validation and test, and the class names.
+
+    Raises:
+        UsageError: If the path holds no dataset or the sizes do not fit it.
+        AlexnetError: If the data cannot be read, or the splits overlap.
+    """
+    dataset = load_dataset(data, storage_size=storage_size, strict=strict)
+    return make_splits(dataset, val_size=val_size, seed=seed, limit_train=limit_train, limit_test=limit_test)
 
 
 def test_indices(n_test, seed=0, limit_test=None):

@@ -93,7 +93,13 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
         tta: also report the figures of each image's and its mirror's predictions averaged.
 
     Returns:
-        The report's metrics, with "out" (the folder written).
+        The report's metrics ("top1_accuracy", "test_loss", "per_class", "confusion_matrix", ... and "tta"
+        when asked), with "out" (the folder written).
+
+    Raises:
+        UsageError: For a missing model or run folder, a bare model file without `data`, or data whose
+            image size or classes do not fit the model.
+        AlexnetError: For a model file that cannot be loaded, or data that cannot be read.
     """
     from alexnet.data import load_dataset
     from alexnet.report import write_report

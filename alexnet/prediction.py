@@ -29,9 +29,13 @@ def predict(target, images, top_k=3):
     Returns:
         One dict per file, in order: {"file", "predictions": [{"class", "probability"}, ...]}
         or {"file", "error"} for a file that could not be read.
+
+    Raises:
+        UsageError: If there is no model at `target`.
+        AlexnetError: If the model file cannot be loaded.
     """
     from alexnet.data import decode_image
-    from alexnet.evaluate import load_model, run_model
+    from alexnet.evaluation import load_model, run_model
 
     path = Path(target)
     model_path = run_model(path) if path.is_dir() else path

@@ -256,3 +256,18 @@ def test_ctrl_c_before_the_first_epoch_leaves_no_folder_behind(cifar_slice, tmp_
     assert not (run_dir / "config.json").exists()
     retry = _start(cifar_slice, run_dir, epochs=1)
     assert retry.wait(timeout=300) == 0, retry.communicate()
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5, 3.0])
+def test_ctrl_c_during_start_up_exits_130_without_a_crash(cifar_slice, tmp_path, delay):
+    """A Ctrl-C while TensorFlow loads once crashed the interpreter (exit 139) or was ignored."""
+    run_dir = tmp_path / "run"
+    process = _start(cifar_slice, run_dir, epochs=1)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.fail(f"the Ctrl-C at {delay} s was ignored: the run finished\n{err}")
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert not run_dir.exists() or not (run_dir / "config.json").exists()
