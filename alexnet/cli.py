@@ -1,4 +1,4 @@
-"""The `alexnet` command: train, evaluate, predict, summary, samples.
+"""The `alexnet` command: train, evaluate, predict, export, summary, samples.
 
 Exit status: 0 on success, 2 for a usage error, 1 for any other failure. Errors
 are one line on stderr; `--debug` shows the traceback instead.
@@ -8,11 +8,13 @@ import argparse
 import sys
 
 from alexnet import __version__
+from alexnet.architecture import VARIANTS
 from alexnet.backend import BACKENDS
 from alexnet.distribute import STRATEGIES
 from alexnet.recipes import RECIPES
 from alexnet.config import TrainConfig
 from alexnet.errors import AlexnetError, UsageError
+from alexnet.exporting import FORMATS
 
 
 def _number(kind, least, what):
@@ -43,10 +45,6 @@ def _size(text):
     return sides * 2 if len(sides) == 1 else sides
 
 
-def _model_names():
-    return ["alexnet", "alexnet-lrn"]  # kept in step with alexnet.models.MODELS by a test
-
-
 def _add_backend(parser):
     parser.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS,
                         help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
@@ -66,7 +64,7 @@ def build_parser():
     train.add_argument("--data", help="'cifar10' (keras.datasets download), an image folder (train/<class>/*, "
                                       "test/<class>/*), a cifar-10-batches-py folder, or a .tar.gz/.zip of one "
                                       f"(default: {defaults.data})")
-    train.add_argument("--model", choices=_model_names(), help=f"(default: {defaults.model})")
+    train.add_argument("--model", choices=list(VARIANTS), help=f"(default: {defaults.model})")
     train.add_argument("--epochs", type=_positive_int, help=f"(default: {defaults.epochs})")
     train.add_argument("--batch-size", type=_positive_int, help=f"(default: {defaults.batch_size})")
     train.add_argument("--lr", type=_positive_float, help=f"SGD learning rate (default: {defaults.lr})")
@@ -135,8 +133,26 @@ def build_parser():
     predict.add_argument("--json", action="store_true", help="print one JSON document")
     _add_backend(predict)
 
+    export = commands.add_parser("export", help="write a model as SavedModel, ONNX or TFLite, checked by its runtime",
+                                 description="Export a run folder's model (or a .keras file) for deployment; the "
+                                             "artifact takes uint8 images at the stored size. It is then loaded by "
+                                             "its runtime (tf.saved_model, onnxruntime, LiteRT) and compared with "
+                                             "the Keras model on test images; a mismatch exits 1 and keeps nothing. "
+                                             'Needs: pip install -e ".[export]"')
+    export.add_argument("target", metavar="RUN_DIR_OR_MODEL")
+    export.add_argument("--format", default="savedmodel", choices=list(FORMATS),
+                        help="(default: %(default)s)")
+    export.add_argument("--out", default=None, metavar="PATH",
+                        help="file (folder for savedmodel) to write (default: export/ in the run folder, "
+                             "or beside the .keras file)")
+    export.add_argument("--data", default=None,
+                        help="data whose test images the check uses (default: the run's own)")
+    export.add_argument("--check-images", type=_positive_int, default=256, metavar="N",
+                        help="images the check runs through both models (default: %(default)s)")
+    _add_backend(export)
+
     summary = commands.add_parser("summary", help="print a model's layers and parameter count")
-    summary.add_argument("--model", default=defaults.model, choices=_model_names())
+    summary.add_argument("--model", default=defaults.model, choices=list(VARIANTS))
     summary.add_argument("--image-size", type=_positive_int, default=defaults.image_size)
     summary.add_argument("--num-classes", type=_positive_int, default=10)
     summary.add_argument("--input-size", type=_size, default=(32, 32), metavar="N|HxW",
@@ -152,7 +168,7 @@ def build_parser():
 
 
 def _train(args):
-    from alexnet.train import resume, train  # does not load Keras: train and resume choose the backend
+    from alexnet.training import resume, train  # does not load Keras: train and resume choose the backend
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
     run_dir = given.pop("resume", None)
@@ -166,7 +182,7 @@ def _train(args):
 
 
 def _evaluate(args):
-    from alexnet.evaluate import evaluate
+    from alexnet.evaluation import evaluate
 
     metrics = evaluate(args.target, data=args.data, batch_size=args.batch_size, limit_test=args.limit_test,
                        out=args.out, tta=args.tta)
@@ -182,7 +198,7 @@ def _evaluate(args):
 def _predict(args):
     import json
 
-    from alexnet.predict import predict
+    from alexnet.prediction import predict
 
     results = predict(args.target, args.images, top_k=args.top_k)
     if args.json:
@@ -194,6 +210,19 @@ def _predict(args):
             answers = ", ".join(f"{p['class']} {p['probability']:.1%}" for p in result["predictions"])
             print(f"{result['file']}: {answers}")
     return 1 if any("error" in r for r in results) else 0
+
+
+def _export(args):
+    from alexnet.exporting import export
+
+    result = export(args.target, format=args.format, out=args.out, data=args.data, check_images=args.check_images)
+    ties = f" ({result['ties']} disagreement(s) between classes tied within the tolerance)" if result["ties"] else ""
+    print(f"Wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB). Checked with {result['runtime']} on "
+          f"{result['images']} images: top-1 agreement {result['agreement']:.2%}{ties}, largest probability "
+          f"difference {result['max_abs_diff']:.1e}")
+    if "agreement_with_trained" in result:
+        print(f"The export computes in float32; the model trained in {result['trained_dtype_policy']}: their top-1 "
+              f"classes agree on {result['agreement_with_trained']:.2%} of the images")
 
 
 def _summary(args):
@@ -223,7 +252,8 @@ def _samples(args):
     print(f"Wrote {args.out}")
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary, "samples": _samples}
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "summary": _summary,
+            "samples": _samples}
 
 
 def main(argv=None):

@@ -1,0 +1,261 @@
+"""`alexnet export`: a trained model as SavedModel, ONNX or TFLite, proven equal by the runtime that serves it.
+
+    alexnet export runs/20261128-0930-alexnet --format onnx
+    -> runs/20261128-0930-alexnet/export/model.onnx, checked with onnxruntime on 256 test images
+
+The artifact takes what the `.keras` model takes, uint8 images (B, H, W, 3) at
+the stored size, and returns class probabilities (B, classes): standardization
+and the resize are inside it, so a deployment needs no preprocessing code.
+
+What is exported is a clean inference copy of the model, built by the same
+builder and given the trained weights layer by layer: float32 whatever the
+training's dtype policy (ONNX export refuses mixed precision, and serving
+runtimes on CPUs want float32), without the augmentation layers, and with
+dropout inactive (Keras traces the model for inference).
+
+After writing, the artifact is loaded by the runtime a user deploys with
+(`tf.saved_model.load`, `onnxruntime`, the LiteRT interpreter), run on test
+images, and compared with the Keras model: the export fails (exit status 1)
+unless every top-1 class agrees and no probability differs by more than 1e-4.
+"""
+
+import dataclasses
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from alexnet.errors import AlexnetError, UsageError
+from alexnet.evaluation import load_model, resolve_target
+
+# The CLI reads FORMATS before it chooses the Keras backend, so this module imports Keras (and the model
+# builders) only inside the functions that run after the choice.
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    keras_format: str  # the `format` of keras.Model.export
+    suffix: str  # of the artifact ("" for a folder)
+    runtime: str  # the distribution that loads it where it is deployed
+    runtime_module: str  # the module it is imported as
+    converters: tuple = ()  # modules the export itself needs, beside Keras's backend
+    backends: tuple = ("tensorflow",)  # Keras backends that export it with what the export extra installs
+
+
+# Measured with Keras 3.15.1 (README, "Deploy a model"). Elsewhere Keras fails: JAX to ONNX needs jax2onnx and
+# JAX to LiteRT is not supported; PyTorch to SavedModel fails in torch.export, to LiteRT needs litert-torch.
+FORMATS = {
+    "savedmodel": Format("tf_saved_model", "", "tensorflow", "tensorflow", backends=("tensorflow", "jax")),
+    "onnx": Format("onnx", ".onnx", "onnxruntime", "onnxruntime", converters=("tf2onnx", "onnx"),
+                   backends=("tensorflow", "torch")),
+    "tflite": Format("litert", ".tflite", "ai-edge-litert", "ai_edge_litert"),
+}
+CHECK_BATCH = 64  # images per call into a runtime
+TOLERANCE = 1e-4  # the largest difference in any probability allowed between the artifact and Keras
+
+
+def export(target, format="savedmodel", out=None, data=None, check_images=256, tolerance=TOLERANCE):
+    """Exports a trained model and proves the artifact equal to it with the runtime that serves it.
+
+    Args:
+        target: a run folder (its model.keras) or a .keras file.
+        format: "savedmodel", "onnx" or "tflite".
+        out: where to write; default: `export/model.<suffix>` (`export/savedmodel/`) in the run
+            folder, or beside a bare .keras file.
+        data: a `--data` value whose test images the check uses; default: the run's own test split.
+            A bare .keras file without `data` is checked on seeded random images.
+        check_images: how many images the check runs.
+        tolerance: the largest allowed difference in any probability.
+
+    Returns:
+        A dict: "path", "format", "bytes", "runtime" (name and version), "images", "agreement"
+        (share of images whose top-1 class agrees), "disagreements", "ties" (disagreements between
+        classes whose Keras probabilities are within twice `tolerance`, which are allowed),
+        and "max_abs_diff" (the largest difference in any probability); for a model trained in
+        mixed precision also "trained_dtype_policy" and "agreement_with_trained" (top-1 agreement of
+        the float32 export with the model as trained).
+
+    Raises:
+        UsageError: For an unknown format, a missing export extra, or a model this package did not build.
+        AlexnetError: If the artifact disagrees with the Keras model (it is then not kept).
+    """
+    if format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}. Received: {format!r}")
+    spec = FORMATS[format]
+    _require(format, spec)
+    if check_images < 1:
+        raise UsageError(f"--check-images must be a positive integer. Received: {check_images}")
+    model_path, config = resolve_target(target)
+    trained = load_model(model_path)
+    model = inference_copy(trained)
+    out = Path(out) if out else default_path(Path(target), model_path, spec)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
+    images = check_set(model, config, data, check_images)
+
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # Keras wants .tflite to end the name
+    _remove(tmp)
+    try:
+        with warnings.catch_warnings():  # Keras's own tf2onnx shim trips a numpy FutureWarning (keras/src/export)
+            warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
+            model.export(str(tmp), format=spec.keras_format, verbose=False)
+        outputs = RUNNERS[format](tmp, images)
+        expected = _predict(model, images)
+        figures = compare(expected, outputs, tolerance)
+        if figures["disagreements"] > figures["ties"] or figures["max_abs_diff"] > tolerance:
+            raise AlexnetError(
+                f"the {format} export does not match the Keras model on {figures['images']} images "
+                f"(top-1 agreement {figures['agreement']:.2%}, largest probability difference "
+                f"{figures['max_abs_diff']:.2e}, allowed {tolerance:.0e}); nothing was written")
+        policy = trained.get_layer("conv1").dtype_policy.name
+        if policy != "float32":  # what the float32 export gives up, for the record
+            figures["trained_dtype_policy"] = policy
+            figures["agreement_with_trained"] = float(np.mean(expected.argmax(-1) == _predict(trained, images).argmax(-1)))
+        _remove(out)
+        os.replace(tmp, out)
+    finally:
+        _remove(tmp)
+    return {"path": str(out), "format": format, "bytes": _size(out),
+            "runtime": f"{spec.runtime} {importlib.metadata.version(spec.runtime)}", **figures}
+
+
+def _require(format, spec):
+    """Refuses, naming the install command, when the export extra is not installed."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend not in spec.backends:
+        raise UsageError(f"--format {format} does not export from the {backend} backend; run the export with "
+                         f"--backend {spec.backends[0]} (the model file and the artifact are the same whatever the "
+                         f"backend; it exports from: {', '.join(spec.backends)})")
+    needed = [spec.runtime_module, *(spec.converters if backend != "torch" else ())]
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"--format {format} needs {', '.join(missing)}, which is not installed; "
+                         'install the export extra: pip install -e ".[export]"')
+
+
+def inference_copy(model):
+    """The model rebuilt for inference: float32, no augmentation layers, the trained weights.
+
+    Raises:
+        UsageError: If the model was not built by this package (its name is not one of ours).
+    """
+    import keras
+
+    from alexnet.architecture import VARIANTS
+    from alexnet.models import build_model
+
+    name = model.name.replace("_", "-")
+    if name not in VARIANTS:
+        raise UsageError(f"the model is named {model.name!r}; only models built by alexnet ({', '.join(VARIANTS)}) "
+                         "can be exported")
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        copy = build_model(name, input_shape=model.input_shape[1:], num_classes=model.output_shape[-1],
+                           image_size=model.get_layer("resize").get_config()["height"])
+    finally:
+        keras.config.set_dtype_policy(policy)
+    for layer in copy.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    copy(np.zeros((1, *copy.input_shape[1:]), np.uint8), training=False)  # ONNX export wants a model called once
+    return copy
+
+
+def default_path(target, model_path, spec):
+    """export/model.<suffix> in a run folder; <model>.<suffix> beside a bare .keras file."""
+    if target.is_dir():
+        folder = target / "export"
+        folder.mkdir(exist_ok=True)
+        return folder / ("savedmodel" if not spec.suffix else f"model{spec.suffix}")
+    return model_path.with_name(model_path.stem + (spec.suffix or "_savedmodel"))
+
+
+def check_set(model, config, data, count):
+    """uint8 images for the check: the test split of `data` or of the run, else seeded random ones."""
+    from alexnet.data import load_dataset
+    from alexnet.splits import test_indices
+
+    shape = tuple(model.input_shape[1:])
+    if data is None and config is not None:
+        data, storage, seed = config.data, config.storage_size, config.seed
+    elif data is not None:
+        storage, seed = shape[:2], 0
+    else:
+        print(f"note: no --data for a bare model file: the check uses {count} random images; give --data to "
+              "check on real ones", file=sys.stderr)
+        return np.random.default_rng(0).integers(0, 256, (count, *shape), dtype=np.uint8)
+    dataset = load_dataset(data, storage_size=storage, test_only=True)
+    if dataset.x_test.shape[1:] != shape:
+        raise UsageError(f"the model takes {shape} images but {data} holds {dataset.x_test.shape[1:]}")
+    return dataset.x_test[test_indices(len(dataset.x_test), seed, count)]
+
+
+def compare(expected, outputs, tolerance):
+    """Agreement figures of the artifact's probabilities against Keras's, both (N, classes)."""
+    expected, outputs = np.asarray(expected, np.float64), np.asarray(outputs, np.float64)
+    if outputs.shape != expected.shape:
+        raise AlexnetError(f"the export returns shape {outputs.shape}; the Keras model returns {expected.shape}")
+    differ = np.argmax(outputs, -1) != np.argmax(expected, -1)
+    top2 = np.sort(expected, -1)[:, -2:]
+    ties = int(np.sum(differ & (top2[:, 1] - top2[:, 0] <= 2 * tolerance)))  # each side may move by tolerance
+    return {"images": len(expected), "agreement": float(1 - differ.mean()), "disagreements": int(differ.sum()),
+            "ties": ties, "max_abs_diff": float(np.max(np.abs(outputs - expected)))}
+
+
+def _predict(model, images):
+    return np.asarray(model.predict(images, batch_size=CHECK_BATCH, verbose=0))
+
+
+def _run_savedmodel(path, images):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))  # kept referenced: it owns the variables that `serve` reads
+    return np.concatenate([loaded.serve(tf.constant(images[i:i + CHECK_BATCH])).numpy()
+                           for i in range(0, len(images), CHECK_BATCH)])
+
+
+def _run_onnx(path, images):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: images[i:i + CHECK_BATCH]})[0]
+                           for i in range(0, len(images), CHECK_BATCH)])
+
+
+def _run_tflite(path, images):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    given, returned = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    results = []
+    for i in range(0, len(images), CHECK_BATCH):
+        batch = images[i:i + CHECK_BATCH]
+        interpreter.resize_tensor_input(given["index"], batch.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(given["index"], batch)
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(returned["index"]))
+    return np.concatenate(results)
+
+
+RUNNERS = {"savedmodel": _run_savedmodel, "onnx": _run_onnx, "tflite": _run_tflite}
+
+
+def _remove(path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _size(path):
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
