@@ -182,7 +182,7 @@ def write_report(model, images, labels, class_names, out_dir, log_dir=None, step
         with writer.as_default():  # the same tags as train/ and validation/, so the three share a chart
             tf.summary.scalar("epoch_loss", metrics["test_loss"], step=step)
             tf.summary.scalar("epoch_accuracy", metrics["top1_accuracy"], step=step)
-            tf.summary.image("confusion_matrix", _figure_array(confusion)[None], step=step)
-            tf.summary.image("mistakes", _figure_array(mistakes)[None], step=step)
+            tf.summary.image("test_report/confusion_matrix", _figure_array(confusion)[None], step=step)
+            tf.summary.image("test_report/mistakes", _figure_array(mistakes)[None], step=step)
         writer.close()
     return metrics

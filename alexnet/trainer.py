@@ -1,6 +1,6 @@
 """The work of a training run, top to bottom: data -> splits -> model -> fit -> test -> the run folder.
 
-Imported by `alexnet.train` once the Keras backend is chosen. `run(config)` reads
+Imported by `alexnet.training` once the Keras backend is chosen. `run(config)` reads
 in the order things happen:
 
 1. `_prepare`: the hardware's speed settings, the distribution plan, seeds, the data and its splits.
@@ -335,11 +335,13 @@ def _finish(job, model):
         metrics |= {"tta_test_accuracy": report["tta"]["top1_accuracy"], "tta_test_loss": report["tta"]["test_loss"]}
     runs.write_json(run_dir / "metrics.json", metrics)
     history = runs.read_history(run_dir)
+    smoothing = recipes.get(config.recipe).label_smoothing  # in loss and val_loss, not in test_loss
     if history:  # a worker that resumed a finished run trained no epoch here
-        plots.training_curves(history, run_dir / "curves.png")
+        plots.training_curves(history, run_dir / "curves.png",
+                              f"loss (with label smoothing {smoothing:g})" if smoothing else "loss")
         _warn_if_diverged(history[-1].get("val_loss", math.nan), len(splits.class_names), config.lr)
     print(f"Test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
-          f"on {metrics['test_images']} images")
+          f"on {metrics['test_images']} images" + (" (cross-entropy without label smoothing)" if smoothing else ""))
     if "tta_test_accuracy" in metrics:
         print(f"With test-time augmentation (image and mirror averaged): accuracy "
               f"{metrics['tta_test_accuracy']:.4f}, loss {metrics['tta_test_loss']:.4f}")
