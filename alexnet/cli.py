@@ -5,6 +5,7 @@ are one line on stderr; `--debug` shows the traceback instead.
 """
 
 import argparse
+import contextlib
 import sys
 
 from alexnet import __version__
@@ -270,7 +271,9 @@ def main(argv=None):
             except ValueError as error:
                 raise UsageError(str(error)) from None
             backend.load_keras()
-        code = COMMANDS[args.command](args)
+        # Without --debug, TensorFlow's C++ log lines are dropped from stderr: what is shown is ours (or Python's).
+        with contextlib.nullcontext() if args.debug else backend.native_logs_filtered():
+            code = COMMANDS[args.command](args)
     except AlexnetError as error:
         if args.debug:
             raise

@@ -20,7 +20,7 @@ _CHECKPOINT = re.compile(r"^epoch-(\d+)\.keras$")
 # Everything a run writes in its folder; --overwrite removes these and nothing else.
 RUN_ENTRIES = ("config.json", "history.csv", "logs", "checkpoints", "model.keras", "best.keras", "metrics.json",
                "samples.png", "curves.png", "report.json", "report.md", "confusion.png", "mistakes.png",
-               "evaluation")
+               "evaluation", "export")
 
 
 LOCK_FILE = ".lock"  # held (flock) by the process that trains in the folder, for the run's life

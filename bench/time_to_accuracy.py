@@ -236,13 +236,14 @@ def section(results, speeds):
              "machine | commit |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for name in dict.fromkeys(r["config"] for r in results):
-        runs = [r for r in results if r["config"] == name]
+        runs = sorted((r for r in results if r["config"] == name), key=lambda r: r["seed"])
+        commits = ", ".join(dict.fromkeys(r["commit"] for r in runs))
         lines.append(
             f"| {name} | `{' '.join(runs[0]['flags'])}` | seeds {', '.join(str(r['seed']) for r in runs)} | "
             f"{_mean_std([r['wall_seconds'] for r in runs], 1, 0)} | {_mean_std([r['test_accuracy'] for r in runs], 100, 2)} | "
             f"{_mean_std([r['tta_test_accuracy'] for r in runs], 100, 2)} | "
             f"{statistics.median(r['images_per_s'] for r in runs):.0f} | {runs[0]['machine']}, "
-            f"{runs[0]['dtype_policy']} | {runs[0]['commit']} |")
+            f"{runs[0]['dtype_policy']} | {commits} |")
     lines += ["", f"![test accuracy against wall-clock minutes]({_relative(PLOT)})", ""]
     if speeds:
         lines += ["### Training images/s by image size", "",
@@ -270,7 +271,7 @@ def write():
     if SECTION in text:  # replace our section, up to the next section of the same level
         head, rest = text.split(SECTION, 1)
         following = rest.find("\n## ")
-        text = head + new + (rest[following + 1:] if following >= 0 else "")
+        text = head + new.rstrip("\n") + "\n\n" + (rest[following + 1:] if following >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + new
     BENCHMARKS.write_text(text)

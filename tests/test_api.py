@@ -86,17 +86,19 @@ def test_train_evaluate_predict_resume_from_python(run, cifar_slice, tmp_path):
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-def test_resume_in_a_fresh_process_uses_the_runs_own_backend(cifar_slice, tmp_path):
-    run_dir = tmp_path / "jax-run"
-    settings = dict(TINY, data=str(cifar_slice), run_dir=str(run_dir), backend="jax")
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_train_then_resume_in_fresh_processes_on_the_runs_own_backend(backend, cifar_slice, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    run_dir = tmp_path / f"{backend}-run"
+    settings = dict(TINY, data=str(cifar_slice), run_dir=str(run_dir), backend=backend)
     first = f"import alexnet; alexnet.train(alexnet.TrainConfig(**{settings!r}))"
     subprocess.run([sys.executable, "-c", first], check=True, capture_output=True, env=_without_backend())
     then = ("import alexnet; run = alexnet.resume(%r, epochs=2); import keras; "  # keras after: resume chooses
             "print(keras.backend.backend(), run.metrics['test_images'])" % str(run_dir))
     done = subprocess.run([sys.executable, "-c", then], check=True, capture_output=True, text=True,
                           env=_without_backend())
-    assert done.stdout.strip().splitlines()[-1] == "jax 40"
+    assert done.stdout.strip().splitlines()[-1] == f"{backend} 40"
 
 
 def _without_backend():

@@ -90,3 +90,17 @@ def test_other_backends_train_end_to_end(name, without_tensorflow, cifar_slice, 
     for file in ("model.keras", "metrics.json", "report.json", "history.csv", "checkpoints/epoch-0001.keras"):
         assert (run_dir / file).is_file(), file
     assert (run_dir / "logs").is_dir() != without_tensorflow
+
+
+def test_native_log_lines_are_dropped_and_everything_else_passes(capfd):
+    import os
+
+    with backend.native_logs_filtered():
+        os.write(2, b"E0000 00:00:1795862049.131149   31933 cuda_platform.cc:52] failed call to cuInit\n")
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"alexnet: error: a line of ours\n")
+        os.write(2, b"I1128 10:20:30.123456   123 port.cc:153] oneDNN custom operations are on\nsecond line\n")
+        os.write(2, b"\rbar 50%")  # a partial line with a carriage return: shown at once, not held back
+        os.write(2, b"\rbar 100%\n")
+    err = capfd.readouterr().err
+    assert err == "alexnet: error: a line of ours\nsecond line\n\rbar 50%\rbar 100%\n"

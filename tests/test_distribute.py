@@ -7,6 +7,7 @@ TensorFlow or JAX start.
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,10 +19,13 @@ import pytest
 TINY = ["--limit-train", "128", "--val-size", "32", "--limit-test", "64", "--image-size", "67",
         "--no-mixed-precision", "--lr", "0.01"]
 TWO_LOGICAL_CPUS = """
-import sys
+import os, sys
+saved = os.dup(2)
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # this harness's own TensorFlow start-up lines are not the CLI's
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+os.dup2(saved, 2)
 from alexnet.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -45,6 +49,7 @@ def test_mirrored_over_two_devices_matches_one_device_at_the_same_global_batch(c
     mirrored = _run(["train", *data, "--strategy", "mirrored", "--batch-size", "16", "--lr", "0.0025",
                      "--run-dir", str(tmp_path / "mirrored")], script=TWO_LOGICAL_CPUS)
     assert "Strategy mirrored: 2 replicas" in mirrored.stdout and "global batch 32 (16 per replica)" in mirrored.stdout
+    assert not re.search(r"^[IWEF]\d{4} \d\d:", mirrored.stderr, re.M), mirrored.stderr  # no C++ log lines
     # One device, the same global batch and learning rate (0.0025 x 2 replicas after linear scaling).
     _run(["train", *data, "--strategy", "none", "--batch-size", "32", "--lr", "0.005", "--run-dir",
           str(tmp_path / "single")])
