@@ -1,4 +1,15 @@
+"""The input pipeline. It differs by backend (tf.data on TensorFlow, a PyDataset elsewhere), so the last test runs
+this whole file again under JAX and PyTorch."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
 import numpy as np
+import pytest
 
 from alexnet.pipeline import ArrayBatches, make_dataset
 
@@ -9,7 +20,13 @@ def _data(n=10):
 
 
 def _epoch(dataset):
-    return [(np.asarray(x), np.asarray(y)) for x, y in dataset]
+    """One epoch of (images, labels) batches, as `fit` draws them (a PyDataset is told when the epoch ends)."""
+    if isinstance(dataset, keras.utils.PyDataset):
+        batches = [dataset[i][:2] for i in range(len(dataset))]
+        dataset.on_epoch_end()
+    else:
+        batches = list(dataset)
+    return [(np.asarray(x), np.asarray(y)) for x, y in batches]
 
 
 def test_batches_stay_uint8_and_keep_images_with_their_labels():
@@ -62,3 +79,28 @@ def test_uneven_last_batches_for_several_devices():
     assert len(one_left) == 1  # a last batch of 1 image cannot be split over 2 devices: left out
     two_processes = [ArrayBatches(images, labels, batch_size=4, replicas=2, shard=(p, 2)) for p in (0, 1)]
     assert [len(two_processes[p][1][0]) for p in (0, 1)] == [2, 2]  # equal shares of the padded batch
+
+
+def test_fit_reshuffles_array_batches_every_epoch():
+    """`fit` itself calls on_epoch_end: each epoch draws the split in another order."""
+    images, labels = _data(40)
+    batches = ArrayBatches(images, labels, batch_size=8, shuffle=True, seed=5)
+    seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(batches._order.copy()))
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(40)])
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(batches, epochs=3, verbose=0, callbacks=[record])
+    assert len(seen) == 3 and all(sorted(order) == list(range(40)) for order in seen)
+    assert len({tuple(order) for order in seen}) == 3
+
+
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="runs the others")
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_this_file_passes_on_the_other_backends(backend):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                          capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": backend},
+                          cwd=Path(__file__).parent, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
