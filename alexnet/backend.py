@@ -120,28 +120,27 @@ def load_keras(quiet=None):
         quiet = not startup_logs
     if "keras" in sys.modules:
         return _import_keras(quiet)
-    with held_interrupt() as pressed:
-        keras = _import_keras(quiet)
-    if pressed:
-        raise KeyboardInterrupt
-    return keras
+    with held_interrupt():
+        return _import_keras(quiet)
 
 
 @contextlib.contextmanager
 def held_interrupt():
-    """Records SIGINT instead of raising it, for the duration; yields the list of signals received.
+    """Holds Ctrl-C (SIGINT) for the duration, then raises it as KeyboardInterrupt if it came.
 
     For imports of native libraries, where a KeyboardInterrupt can leave them half-initialized.
     """
-    pressed = []
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield pressed
+        yield
         return
+    pressed = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
     try:
-        yield pressed
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def _import_keras(quiet):

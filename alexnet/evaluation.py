@@ -101,17 +101,48 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
             image size or classes do not fit the model.
         AlexnetError: For a model file that cannot be loaded, or data that cannot be read.
     """
-    from alexnet.data import load_dataset
     from alexnet.report import write_report
-    from alexnet.splits import test_indices
 
     model_path, config = resolve_target(target)
+    model = load_model(model_path)
+    images, labels, class_names, data, own = test_split(model, config, data, limit_test)
+    # The run's own test split reports into evaluation/; other data into a folder of its own, so that the
+    # report of the run's test split is never replaced by another one.
+    base = Path(target) if Path(target).is_dir() else model_path.parent
+    out = Path(out) if out else base / ("evaluation" if own else f"evaluation-{_slug(data)}")
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = write_report(model, images, labels, class_names, out, batch_size=batch_size, tta=tta)
+    return {**metrics, "out": str(out)}
+
+
+def test_split(model, config, data=None, limit_test=None):
+    """The images a model is tested on: its run's own test split, or the test part of `data`.
+
+    Without `data`, the run's test split exactly as in training (source, seed, and its --limit-test unless
+    `limit_test` is given); with `data`, the test part of that source stored at the size the model takes,
+    all of it or a seeded sample of `limit_test` images.
+
+    Args:
+        model: the loaded model (its input size and classes are checked against the data).
+        config: the run's TrainConfig, or None for a bare model file.
+        data: a `--data` value, or None for the run's own.
+        limit_test: a cap on test images.
+
+    Returns:
+        (images, labels, class_names, data, own): uint8 images and their labels, the `--data` value used,
+        and whether it is the run's own data.
+
+    Raises:
+        UsageError: For a bare model file without `data`, or data whose image size or classes do not fit.
+    """
+    from alexnet.data import load_dataset
+    from alexnet.splits import test_indices
+
     if data is None and config is None:
         raise UsageError("--data is needed to evaluate a bare model file (or give the run folder instead)")
     seed = config.seed if config else 0
     if data is None:
         data, limit_test = config.data, config.limit_test if limit_test is None else limit_test
-    model = load_model(model_path)
     # A run's own data loads as it did in training (so the decoded-data cache is reused); other data is
     # stored at the size the model takes.
     own = config is not None and data == config.data
@@ -124,11 +155,4 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
     if classes != len(dataset.class_names):
         raise UsageError(f"the model predicts {classes} classes but {data} has {len(dataset.class_names)}")
     rows = test_indices(len(dataset.x_test), seed, limit_test)
-    # The run's own test split reports into evaluation/; other data into a folder of its own, so that the
-    # report of the run's test split is never replaced by another one.
-    base = Path(target) if Path(target).is_dir() else model_path.parent
-    out = Path(out) if out else base / ("evaluation" if own else f"evaluation-{_slug(data)}")
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = write_report(model, dataset.x_test[rows], dataset.y_test[rows], dataset.class_names, out,
-                           batch_size=batch_size, tta=tta)
-    return {**metrics, "out": str(out)}
+    return dataset.x_test[rows], dataset.y_test[rows], dataset.class_names, data, own

@@ -16,7 +16,8 @@ dropout inactive (Keras traces the model for inference).
 After writing, the artifact is loaded by the runtime a user deploys with
 (`tf.saved_model.load`, `onnxruntime`, the LiteRT interpreter), run on test
 images, and compared with the Keras model: the export fails (exit status 1)
-unless every top-1 class agrees and no probability differs by more than 1e-4.
+if any probability differs by more than 1e-4. Top-1 agreement is reported; it
+is 100% except between classes tied within that (never seen in our runs).
 """
 
 import dataclasses
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet.errors import AlexnetError, UsageError
-from alexnet.evaluation import load_model, resolve_target
+from alexnet.evaluation import load_model, resolve_target, test_split
 
 # The CLI reads FORMATS before it chooses the Keras backend, so this module imports Keras (and the model
 # builders) only inside the functions that run after the choice.
@@ -93,11 +94,12 @@ def export(target, format="savedmodel", out=None, data=None, check_images=256, t
     model_path, config = resolve_target(target)
     trained = load_model(model_path)
     model = inference_copy(trained)
+    if out is not None and not Path(out).parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {Path(out).parent} does not exist")
     out = Path(out) if out else default_path(Path(target), model_path, spec)
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
     images = check_set(model, config, data, check_images)
 
+    out.parent.mkdir(exist_ok=True)  # a run's export/ folder, made once there is something to write
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # Keras wants .tflite to end the name
     _remove(tmp)
     try:
@@ -107,7 +109,9 @@ def export(target, format="savedmodel", out=None, data=None, check_images=256, t
         outputs = RUNNERS[format](tmp, images)
         expected = _predict(model, images)
         figures = compare(expected, outputs, tolerance)
-        if figures["disagreements"] > figures["ties"] or figures["max_abs_diff"] > tolerance:
+        # Within the tolerance a top-1 class can only flip between classes tied within twice of it, so the
+        # tolerance is the whole rule; agreement and ties are reported beside it.
+        if figures["max_abs_diff"] > tolerance:
             raise AlexnetError(
                 f"the {format} export does not match the Keras model on {figures['images']} images "
                 f"(top-1 agreement {figures['agreement']:.2%}, largest probability difference "
@@ -172,30 +176,17 @@ def inference_copy(model):
 def default_path(target, model_path, spec):
     """export/model.<suffix> in a run folder; <model>.<suffix> beside a bare .keras file."""
     if target.is_dir():
-        folder = target / "export"
-        folder.mkdir(exist_ok=True)
-        return folder / ("savedmodel" if not spec.suffix else f"model{spec.suffix}")
+        return target / "export" / ("savedmodel" if not spec.suffix else f"model{spec.suffix}")
     return model_path.with_name(model_path.stem + (spec.suffix or "_savedmodel"))
 
 
 def check_set(model, config, data, count):
-    """uint8 images for the check: the test split of `data` or of the run, else seeded random ones."""
-    from alexnet.data import load_dataset
-    from alexnet.splits import test_indices
-
-    shape = tuple(model.input_shape[1:])
-    if data is None and config is not None:
-        data, storage, seed = config.data, config.storage_size, config.seed
-    elif data is not None:
-        storage, seed = shape[:2], 0
-    else:
+    """uint8 images for the check: `count` test images of `data` or of the run, else seeded random ones."""
+    if data is None and config is None:
         print(f"note: no --data for a bare model file: the check uses {count} random images; give --data to "
               "check on real ones", file=sys.stderr)
-        return np.random.default_rng(0).integers(0, 256, (count, *shape), dtype=np.uint8)
-    dataset = load_dataset(data, storage_size=storage, test_only=True)
-    if dataset.x_test.shape[1:] != shape:
-        raise UsageError(f"the model takes {shape} images but {data} holds {dataset.x_test.shape[1:]}")
-    return dataset.x_test[test_indices(len(dataset.x_test), seed, count)]
+        return np.random.default_rng(0).integers(0, 256, (count, *model.input_shape[1:]), dtype=np.uint8)
+    return test_split(model, config, data, limit_test=count)[0]
 
 
 def compare(expected, outputs, tolerance):

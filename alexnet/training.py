@@ -118,10 +118,8 @@ def _start(config, stored=None):
     """
     _choose_backend(config.backend)
     keras = backend.load_keras()
-    with backend.held_interrupt() as pressed:  # Ctrl-C acts once the imports are done (see load_keras)
+    with backend.held_interrupt():  # Ctrl-C acts once the imports are done (see load_keras)
         from alexnet import trainer  # imports Keras: only now that the backend is chosen
-    if pressed:
-        raise KeyboardInterrupt
 
     policy, distribution = keras.config.dtype_policy(), keras.distribution.distribution()
     try:
