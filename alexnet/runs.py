@@ -21,6 +21,7 @@ _CHECKPOINT = re.compile(r"^epoch-(\d+)\.keras$")
 RUN_ENTRIES = ("config.json", "history.csv", "logs", "checkpoints", "model.keras", "best.keras", "metrics.json",
                "samples.png", "curves.png", "report.json", "report.md", "confusion.png", "mistakes.png",
                "evaluation", "export")
+RUN_ENTRY_PATTERNS = ("evaluation-*",)  # `alexnet evaluate RUN --data OTHER` writes evaluation-<data name>/
 
 
 LOCK_FILE = ".lock"  # held (flock) by the process that trains in the folder, for the run's life
@@ -57,9 +58,9 @@ def unlock_run_dir(path):
 
 
 def remove_run_entries(path):
-    """Removes what a run wrote in its folder (RUN_ENTRIES), and nothing else."""
-    for name in RUN_ENTRIES:
-        entry = Path(path) / name
+    """Removes what a run wrote in its folder (RUN_ENTRIES, RUN_ENTRY_PATTERNS), and nothing else."""
+    named = [Path(path) / name for name in RUN_ENTRIES]
+    for entry in named + [e for pattern in RUN_ENTRY_PATTERNS for e in sorted(Path(path).glob(pattern))]:
         if entry.is_dir():
             shutil.rmtree(entry)
         else:

@@ -10,12 +10,14 @@ from alexnet import backend
 from alexnet.callbacks import TimeEstimate
 
 
-@pytest.mark.parametrize("bf16,expected", [(True, "mixed_bfloat16"), (False, "float32")])
-def test_cpu_speed_settings(monkeypatch, bf16, expected):
+@pytest.mark.parametrize("bf16", [True, False])
+def test_cpu_speed_settings(monkeypatch, bf16):
     monkeypatch.setattr(backend, "gpu_count", lambda: 0)
     monkeypatch.setattr(backend, "cpu_has_fast_bf16", lambda: bf16)
     settings = backend.speed_settings()
-    assert settings == {"device": "cpu", "gpus": 0, "jit": False, "dtype_policy": expected}
+    name = keras.backend.backend()  # the suite runs on each backend: JAX always compiles, and its CPU bfloat16
+    expected = "mixed_bfloat16" if bf16 and name != "jax" else "float32"  # was measured slower
+    assert settings == {"device": "cpu", "gpus": 0, "jit": name == "jax", "dtype_policy": expected}
     assert backend.speed_settings(jit=True, mixed_precision=False)["dtype_policy"] == "float32"
 
 

@@ -45,9 +45,10 @@ def _losses(run_dir):
 
 def test_mirrored_over_two_devices_matches_one_device_at_the_same_global_batch(cifar_slice, tmp_path):
     data = ["--data", str(cifar_slice), "--epochs", "2", "--limit-train", "384", "--val-size", "32",
-            "--limit-test", "64", "--image-size", "67", "--no-mixed-precision"]
+            "--limit-test", "64", "--image-size", "67", "--no-mixed-precision", "--backend", "tensorflow"]
     mirrored = _run(["train", *data, "--strategy", "mirrored", "--batch-size", "16", "--lr", "0.0025",
-                     "--run-dir", str(tmp_path / "mirrored")], script=TWO_LOGICAL_CPUS)
+                     "--run-dir", str(tmp_path / "mirrored")], script=TWO_LOGICAL_CPUS,
+                    env={"KERAS_BACKEND": "tensorflow"})  # the harness imports TensorFlow (and Keras) first
     assert "Strategy mirrored: 2 replicas" in mirrored.stdout and "global batch 32 (16 per replica)" in mirrored.stdout
     assert not re.search(r"^[IWEF]\d{4} \d\d:", mirrored.stderr, re.M), mirrored.stderr  # no C++ log lines
     # One device, the same global batch and learning rate (0.0025 x 2 replicas after linear scaling).
@@ -68,7 +69,7 @@ def test_multiworker_is_refused_with_the_supported_alternative(cifar_slice, tmp_
     env = {"TF_CONFIG": json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
                                     "task": {"type": "worker", "index": 0}})}
     result = subprocess.run([sys.executable, "-m", "alexnet", "train", "--data", str(cifar_slice), *TINY,
-                             "--strategy", "multiworker", "--run-dir", str(tmp_path / "run")],
+                             "--backend", "tensorflow", "--strategy", "multiworker", "--run-dir", str(tmp_path / "run")],
                             capture_output=True, text=True, timeout=120, env={**os.environ, **env})
     assert result.returncode == 2
     assert "keras-team/keras#20585" in result.stderr and "--backend jax --strategy data-parallel" in result.stderr

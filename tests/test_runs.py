@@ -71,3 +71,19 @@ def test_history_reader_survives_bad_cells(tmp_path):
 def test_write_atomic_into_a_missing_folder_names_the_folder(tmp_path):
     with pytest.raises(UsageError, match=f"the folder {tmp_path / 'missing'} does not exist"):
         runs.write_atomic(tmp_path / "missing" / "x.json", "{}")
+
+
+def test_overwrite_removes_what_runs_wrote_and_keeps_the_rest(tmp_path):
+    run = tmp_path / "run"
+    for name in ("config.json", "history.csv", "metrics.json"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("{}")
+    for folder in ("checkpoints", "evaluation", "evaluation-cifar10-jpeg", "export", "notes"):
+        (run / folder).mkdir()
+        (run / folder / "file").write_text("x")
+    (run / "mine.txt").write_text("keep")
+
+    runs.new_run_dir(run, "alexnet", overwrite=True)
+    runs.unlock_run_dir(run)
+
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "mine.txt", "notes"]
