@@ -197,6 +197,13 @@ def _mean_std(values, scale=1.0, digits=None):
     return f"{number(statistics.mean(values))} ± {number(statistics.stdev(values))} (n={len(values)})"
 
 
+def _outcome(runs):
+    """The table cells 'wall-clock (s) | test accuracy (%) | with TTA (%)' over the runs of one configuration."""
+    return (f"{_mean_std([r['wall_seconds'] for r in runs], 1, 0)} | "
+            f"{_mean_std([r['test_accuracy'] for r in runs], 100, 2)} | "
+            f"{_mean_std([r['tta_test_accuracy'] for r in runs], 100, 2)}")
+
+
 def plot(results):
     import matplotlib
 
@@ -245,9 +252,7 @@ def section(results, speeds):
         commits = ", ".join(dict.fromkeys(r["commit"] for r in runs))
         lines.append(
             f"| {name} | `{' '.join(runs[0]['flags'])}` | seeds {', '.join(str(r['seed']) for r in runs)} | "
-            f"{_mean_std([r['wall_seconds'] for r in runs], 1, 0)} | {_mean_std([r['test_accuracy'] for r in runs], 100, 2)} | "
-            f"{_mean_std([r['tta_test_accuracy'] for r in runs], 100, 2)} | "
-            f"{statistics.median(r['images_per_s'] for r in runs):.0f} | {runs[0]['machine']}, "
+            f"{_outcome(runs)} | {statistics.median(r['images_per_s'] for r in runs):.0f} | {runs[0]['machine']}, "
             f"{runs[0]['dtype_policy']} | {commits} |")
     lines += ["", f"![test accuracy against wall-clock minutes]({_relative(PLOT)})", ""]
     if speeds:
@@ -264,9 +269,7 @@ def section(results, speeds):
         for s in speeds:
             relative = f"{s['images_per_s'] / base:.2f}" if base else "-"
             runs = [r for r in results if r["config"] == BY_IMAGE_SIZE.get(s["image_size"])]
-            measured = (f"{runs[0]['epochs']} | {_mean_std([r['wall_seconds'] for r in runs], 1, 0)} | "
-                        f"{_mean_std([r['test_accuracy'] for r in runs], 100, 2)} | "
-                        f"{_mean_std([r['tta_test_accuracy'] for r in runs], 100, 2)}") if runs else "- | - | - | -"
+            measured = f"{runs[0]['epochs']} | {_outcome(runs)}" if runs else "- | - | - | -"
             lines.append(f"| {s['image_size']} | {s['images_per_s']:.0f} | {relative} | "
                          f"{45000 / s['images_per_s'] / 60:.1f} min | {measured} | {s['dtype_policy']} | "
                          f"{s['machine']} |")
