@@ -2,13 +2,18 @@
 
 import contextlib
 import importlib.util
+import logging
 import os
 import re
 import signal
 import sys
 import threading
 
-BACKENDS = ("tensorflow", "jax", "torch")
+from alexnet import console
+from alexnet.choices import BACKENDS
+from alexnet.errors import check_choice
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -81,8 +86,7 @@ def select_backend(name):
     """
     if name is None:
         return
-    if name not in BACKENDS:
-        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}. Received: {name!r}")
+    check_choice("--backend", name, BACKENDS)  # a UsageError, which is a ValueError
     if importlib.util.find_spec(name) is None:
         raise ValueError(missing_backend_message(name))
     if "keras" in sys.modules:
@@ -233,6 +237,9 @@ def cpu_has_fast_bf16(cpuinfo=None):
     return "AuthenticAMD" in cpuinfo and " avx512_bf16" in cpuinfo
 
 
+_said = {"torch_jit": False}  # notes said once a process
+
+
 def speed_settings(jit=None, mixed_precision=None):
     """Resolves --jit and --mixed-precision (None: auto) for the backend and hardware.
 
@@ -247,10 +254,15 @@ def speed_settings(jit=None, mixed_precision=None):
 
     backend = keras.backend.backend()
     gpus = gpu_count()
+    asked_jit = jit is not None
     if jit is None:
         jit = bool(gpus) or backend == "jax"  # JAX without jit runs op by op
     if jit and backend == "torch":
-        jit = False  # Keras's torch backend has no XLA; torch.compile is not what --jit means here
+        if asked_jit and not _said["torch_jit"]:
+            _said["torch_jit"] = True
+            console.note(log, "--jit has no effect on the torch backend (Keras's torch backend has no XLA); "
+                              "training without it")
+        jit = False  # torch.compile is not what --jit means here
     policy = "float32"
     if mixed_precision is None:
         mixed_precision = bool(gpus) or (cpu_has_fast_bf16() and backend in ("tensorflow", "torch"))

@@ -10,23 +10,31 @@ checkpoint it resumes from.
 """
 
 import csv
+import logging
 import math
 import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import keras
 
 from alexnet.backend import tensorflow
-from alexnet.runs import (CHECKPOINT_DIR, HISTORY, STATE_FILE, atomic_target, checkpoints, save_model_atomic,
-                         write_json)
+from alexnet.files import atomic_target, save_model_atomic
+
+log = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 2  # the newest and the one before, to fall back on if the newest is damaged
 # seconds: the whole epoch, validation included; images_per_s: the training part alone.
 HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds", "images_per_s")
 TEST_EACH_EPOCH_COLUMNS = ("test_accuracy", "test_seconds", "finished_at")  # with --test-each-epoch
+
+
+def in_order(callbacks):
+    """The callbacks sorted by their ORDER: what adds to an epoch's logs runs before what writes them
+    (TestEachEpoch before EpochLog), the epoch is logged before it is checkpointed, and StopOnInterrupt runs
+    last, once the epoch's checkpoint is complete. Callbacks without an ORDER (Keras's) go in the middle."""
+    return sorted(callbacks, key=lambda callback: getattr(callback, "ORDER", 50))
 
 
 def _finite(logs):
@@ -45,24 +53,24 @@ class Checkpoints(keras.callbacks.Callback):
     whose loss is not finite is never saved.
     """
 
-    def __init__(self, run_dir, best_accuracy=-1.0):
+    ORDER = 20  # after EpochLog: a checkpoint's epoch is in history.csv already
+
+    def __init__(self, folder, best_accuracy=-1.0):
         super().__init__()
-        self.run_dir = Path(run_dir)
+        self.folder = folder  # runs.RunFolder
         self.best_accuracy = best_accuracy
 
     def on_epoch_end(self, epoch, logs=None):
         if not _finite(logs):
             return
-        folder = self.run_dir / CHECKPOINT_DIR
-        folder.mkdir(exist_ok=True)
-        path = folder / f"epoch-{epoch + 1:04d}.keras"
-        save_model_atomic(self.model, path)
+        self.folder.checkpoint_dir.mkdir(exist_ok=True)
+        save_model_atomic(self.model, self.folder.checkpoint_file(epoch + 1))
         accuracy = (logs or {}).get("val_accuracy")
         if accuracy is not None and math.isfinite(accuracy) and accuracy > self.best_accuracy:
             self.best_accuracy = float(accuracy)
-            save_model_atomic(self.model, self.run_dir / "best.keras")
-        write_json(folder / STATE_FILE, {"epochs": epoch + 1, "best_val_accuracy": self.best_accuracy})
-        for _, old in checkpoints(self.run_dir)[KEEP_CHECKPOINTS:]:
+            save_model_atomic(self.model, self.folder.best_model)
+        self.folder.write_state(epoch + 1, self.best_accuracy)
+        for _, old in self.folder.checkpoints()[KEEP_CHECKPOINTS:]:
             old.unlink(missing_ok=True)
 
 
@@ -74,9 +82,11 @@ class EpochLog(keras.callbacks.Callback):
     own TensorBoard callback names them.
     """
 
-    def __init__(self, run_dir, train_images, extra_columns=()):
+    ORDER = 10  # after what adds to the logs (TestEachEpoch), before Checkpoints
+
+    def __init__(self, folder, train_images, extra_columns=()):
         super().__init__()
-        self.run_dir = Path(run_dir)
+        self.folder = folder  # runs.RunFolder
         self.train_images = train_images
         self.columns = HISTORY_COLUMNS + tuple(extra_columns)
         self._writers = {}
@@ -91,14 +101,14 @@ class EpochLog(keras.callbacks.Callback):
 
     def _writer(self, tf, name):
         if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(str(self.run_dir / "logs" / name))
+            self._writers[name] = tf.summary.create_file_writer(str(self.folder.log_dir(name)))
         return self._writers[name]
 
     def on_epoch_end(self, epoch, logs=None):
         # TestEachEpoch (benchmarks only) ran before this callback: its time is its own column, not the epoch's.
         seconds = time.perf_counter() - self._started - float((logs or {}).get("test_seconds", 0.0))
         logs = {**(logs or {}), "seconds": seconds, "images_per_s": self.train_images / (self._trained or seconds)}
-        path = self.run_dir / HISTORY
+        path = self.folder.history_file
         new = not path.exists() or path.stat().st_size == 0
         with open(path, "a", newline="") as f:
             writer = csv.writer(f)
@@ -130,10 +140,9 @@ class EpochLog(keras.callbacks.Callback):
         self._writers = {}
 
 
-def trim_logs(run_dir, epochs_done):
+def trim_logs(folder, epochs_done):
     """Drops history rows and TensorBoard events of epochs past the checkpoint a run resumes from."""
-    run_dir = Path(run_dir)
-    history = run_dir / HISTORY
+    history = folder.history_file
     if history.exists():
         with open(history, newline="") as f:
             rows = list(csv.reader(f))
@@ -147,7 +156,7 @@ def trim_logs(run_dir, epochs_done):
         return
     from tensorflow.core.util import event_pb2
 
-    for events in sorted((run_dir / "logs").glob("*/events.out.tfevents.*")):
+    for events in sorted(folder.log_dir().glob("*/events.out.tfevents.*")):
         records, changed = [], False
         try:
             for record in tf.data.TFRecordDataset(str(events)).as_numpy_iterator():
@@ -194,7 +203,7 @@ class TimeEstimate(keras.callbacks.Callback):
             if self.device == "cpu" and self.estimate > self.long_seconds:
                 message += (" No GPU found: for a quicker run, lower --image-size (67 is the smallest), "
                             "cap the data with --limit-train, or train on a GPU.")
-            print(message, flush=True)
+            log.info(message)
 
 
 def _duration(seconds):
@@ -209,8 +218,10 @@ class TestEachEpoch(keras.callbacks.Callback):
     """Adds `test_accuracy`, the seconds it took (`test_seconds`) and the time (`finished_at`) to each epoch's logs.
 
     Only for monitoring (bench/gpu_check.sh): nothing may be chosen by it, or the
-    test split would stop measuring generalization. Put it before EpochLog.
+    test split would stop measuring generalization.
     """
+
+    ORDER = 0  # before EpochLog, which writes what it adds
 
     def __init__(self, test_data):
         super().__init__()
@@ -263,8 +274,9 @@ class DeferredInterrupt:
 class StopOnInterrupt(keras.callbacks.Callback):
     """Stops training at the next safe point after a Ctrl-C: the end of a step, or of an epoch's checkpoint.
 
-    Put it last, so that an epoch's checkpoint is complete first.
     """
+
+    ORDER = 100  # last: an epoch's checkpoint is complete before a stop
 
     def __init__(self, interrupt):
         super().__init__()

@@ -6,16 +6,18 @@ are one line on stderr; `--debug` shows the traceback instead.
 
 import argparse
 import contextlib
+import logging
 import sys
+import traceback
 
-from alexnet import __version__
-from alexnet.architecture import VARIANTS
-from alexnet.backend import BACKENDS
-from alexnet.distribute import STRATEGIES
-from alexnet.recipes import RECIPES
+from alexnet import __version__, console
+from alexnet.choices import BACKENDS, FORMATS, MODELS, STRATEGIES
 from alexnet.config import TrainConfig
 from alexnet.errors import AlexnetError, UsageError
-from alexnet.exporting import FORMATS
+from alexnet.recipes import RECIPE_FIELDS, RECIPES
+from alexnet.splits import VAL_SIZE_RULE
+
+log = logging.getLogger(__name__)
 
 
 def _number(kind, least, what):
@@ -51,30 +53,49 @@ def _add_backend(parser):
                         help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
 
 
+def _global_flags(default):
+    """--debug and --quiet, accepted before the command (default False) and after it (default: not given)."""
+    flags = argparse.ArgumentParser(add_help=False, argument_default=default)
+    flags.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's logs")
+    flags.add_argument("--quiet", action="store_true", help="show warnings and errors only")
+    return flags
+
+
+def _recipe_default(name):
+    """The help text's default of a setting that the recipe sets: each recipe's value."""
+    values = ", ".join(f"{recipe} {getattr(RECIPES[recipe], name)}" for recipe in RECIPES)
+    return f"(default: the recipe's: {values})"
+
+
 def build_parser():
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
-        prog="alexnet", description="AlexNet on CIFAR-10 with Keras 3: train, evaluate, inspect.")
+    parser = argparse.ArgumentParser(prog="alexnet", parents=[_global_flags(False)],
+                                     description="AlexNet on CIFAR-10 with Keras 3: train, evaluate, inspect.")
     parser.add_argument("--version", action="version", version=f"alexnet {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    after = [_global_flags(argparse.SUPPRESS)]  # a subcommand's value must not hide the one given before it
 
-    train = commands.add_parser("train", help="train a model and write a run folder",
-                                description="Train AlexNet; every default is the tutorial's.",
+    train = commands.add_parser("train", help="train a model and write a run folder", parents=after,
+                                description="Train AlexNet. The recipe (--recipe, the tutorial's unless given) "
+                                            f"sets the defaults of {', '.join(RECIPE_FIELDS)}; every flag "
+                                            "given wins over it.",
                                 argument_default=argparse.SUPPRESS)  # so --resume can tell which flags were given
     train.add_argument("--data", help="'cifar10' (keras.datasets download), an image folder (train/<class>/*, "
                                       "test/<class>/*), a cifar-10-batches-py folder, or a .tar.gz/.zip of one "
                                       f"(default: {defaults.data})")
-    train.add_argument("--model", choices=list(VARIANTS), help=f"(default: {defaults.model})")
-    train.add_argument("--epochs", type=_positive_int, help=f"(default: {defaults.epochs})")
-    train.add_argument("--batch-size", type=_positive_int, help=f"(default: {defaults.batch_size})")
-    train.add_argument("--lr", type=_positive_float, help=f"SGD learning rate (default: {defaults.lr})")
+    train.add_argument("--model", choices=MODELS, help=f"(default: {defaults.model})")
+    train.add_argument("--epochs", type=_positive_int, help=_recipe_default("epochs"))
+    train.add_argument("--batch-size", type=_positive_int, help=_recipe_default("batch_size"))
+    train.add_argument("--lr", type=_positive_float,
+                       help="peak SGD learning rate (default: the recipe's: " + ", ".join(
+                           f"{name} {r.lr:g}" if r.lr_per_256 is None else f"{name} {r.lr_per_256:g} x batch / 256"
+                           for name, r in RECIPES.items()) + ")")
     train.add_argument("--image-size", type=_positive_int,
-                       help=f"side of the images the network sees, in pixels; 67 is the smallest "
-                            f"(default: {defaults.image_size})")
+                       help="side of the images the network sees, in pixels; 67 is the smallest "
+                            + _recipe_default("image_size"))
     train.add_argument("--val-size", type=_positive_int,
-                       help="validation images held out of the training images "
-                            "(default: 5000, or N/9 with --limit-train N)")
+                       help="validation images held out of the training images (default: "
+                            f"{VAL_SIZE_RULE.replace('%', '%%')})")  # argparse formats help with %
     train.add_argument("--seed", type=_non_negative_int, help=f"seeds splits, shuffling, initialization, dropout "
                                                 f"(default: {defaults.seed})")
     train.add_argument("--limit-train", type=_positive_int, metavar="N",
@@ -88,20 +109,18 @@ def build_parser():
     train.add_argument("--run-dir", help="the run's folder (default: runs/<timestamp>-<model>)")
     train.add_argument("--overwrite", action="store_true", help="let --run-dir replace a folder that holds a run")
     train.add_argument("--recipe", choices=list(RECIPES),
-                       help="tutorial: its settings (the default); fast: augmentation, Nesterov SGD, weight decay, "
-                            "warm-up + cosine schedule, label smoothing, batch 512, 30 epochs (for a GPU); "
-                            "cpu: fast at 67x67, batch 256, for a small CPU, 4 epochs (about 10 min on 2 cores), "
-                            "give it the --epochs your time allows")
+                       help=f"(default: {defaults.recipe}) " + "; ".join(f"{name}: {recipe.help()}"
+                                                                           for name, recipe in RECIPES.items()))
     train.add_argument("--tta", action=argparse.BooleanOptionalAction,
                        help="the final report also gives test-time-augmented figures: each test image's "
-                            "and its mirror's predictions averaged (default: on for fast and cpu)")
+                            "and its mirror's predictions averaged " + _recipe_default("tta"))
     train.add_argument("--jit", action=argparse.BooleanOptionalAction,
                        help="XLA compilation (default: on for GPUs and JAX, off otherwise)")
     train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
                        help="compute in bfloat16 (or float16 on GPUs before Ampere) with float32 weights "
                             "(default: on for GPUs, and on CPUs where bfloat16 measured faster: AMD with AVX512-BF16, "
                             "Intel with AMX; TensorFlow and PyTorch only)")
-    train.add_argument("--strategy", choices=STRATEGIES,
+    train.add_argument("--strategy", choices=list(STRATEGIES),
                        help="auto (the default): all local GPUs when there are several, else one device; "
                             "mirrored: tf.distribute over local GPUs; data-parallel: JAX, also over several "
                             "hosts; multiworker is refused (Keras 3 cannot, keras-team/keras#20585). "
@@ -113,21 +132,22 @@ def build_parser():
                        help="continue a stopped run from its last completed epoch, with its own settings "
                             "(only --epochs may be given, to train a run further)")
 
-    evaluate = commands.add_parser("evaluate", help="test a trained model",
+    evaluate = commands.add_parser("evaluate", help="test a trained model", parents=after,
                                    description="Evaluate a run folder's model on its own test split, "
                                                "or a model on the test part of --data.")
     evaluate.add_argument("target", metavar="RUN_DIR_OR_MODEL")
     evaluate.add_argument("--data", default=None, help="data to test on (default: the run's own)")
     evaluate.add_argument("--limit-test", type=_positive_int, default=None, metavar="N")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)")
     evaluate.add_argument("--tta", action="store_true",
                           help="also report test-time-augmented figures (each image and its mirror averaged)")
     _add_backend(evaluate)
     evaluate.add_argument("--out", default=None, metavar="DIR",
                           help="folder for report.json, report.md, confusion.png, mistakes.png "
-                               "(default: evaluation/ beside the model)")
+                               "(default, in a run folder: evaluation/ for the run's own test split, "
+                               "evaluation-<data>[-<N>]/ for other data or another --limit-test)")
 
-    predict = commands.add_parser("predict", help="top classes of a model for image files")
+    predict = commands.add_parser("predict", help="top classes of a model for image files", parents=after)
     predict.add_argument("target", metavar="RUN_DIR_OR_MODEL")
     predict.add_argument("images", metavar="IMAGE", nargs="+")
     predict.add_argument("--top-k", type=_positive_int, default=3)
@@ -135,6 +155,7 @@ def build_parser():
     _add_backend(predict)
 
     export = commands.add_parser("export", help="write a model as SavedModel, ONNX or TFLite, checked by its runtime",
+                                 parents=after,
                                  description="Export a run folder's model (or a .keras file) for deployment; the "
                                              "artifact takes uint8 images at the stored size. It is then loaded by "
                                              "its runtime (tf.saved_model, onnxruntime, LiteRT) and compared with "
@@ -152,15 +173,16 @@ def build_parser():
                         help="images the check runs through both models (default: %(default)s)")
     _add_backend(export)
 
-    summary = commands.add_parser("summary", help="print a model's layers and parameter count")
-    summary.add_argument("--model", default=defaults.model, choices=list(VARIANTS))
-    summary.add_argument("--image-size", type=_positive_int, default=defaults.image_size)
+    summary = commands.add_parser("summary", help="print a model's layers and parameter count", parents=after)
+    summary.add_argument("--model", default=defaults.model, choices=MODELS)
+    summary.add_argument("--image-size", type=_positive_int, default=RECIPES[defaults.recipe].image_size)
     summary.add_argument("--num-classes", type=_positive_int, default=10)
     summary.add_argument("--input-size", type=_size, default=(32, 32), metavar="N|HxW",
                          help="size of the stored images the model takes (default: 32)")
     _add_backend(summary)
 
-    samples = commands.add_parser("samples", help="draw a grid of training images titled with their classes")
+    samples = commands.add_parser("samples", help="draw a grid of training images titled with their classes",
+                                  parents=after)
     samples.add_argument("--data", default=defaults.data)
     samples.add_argument("--out", default="samples.png", help="PNG file to write (default: %(default)s)")
     samples.add_argument("--count", type=_positive_int, default=20)
@@ -171,7 +193,7 @@ def build_parser():
 def _train(args):
     from alexnet.training import resume, train  # does not load Keras: train and resume choose the backend
 
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "quiet")}
     run_dir = given.pop("resume", None)
     if run_dir is None:
         return train(TrainConfig.from_flags(given))
@@ -185,15 +207,14 @@ def _train(args):
 def _evaluate(args):
     from alexnet.evaluation import evaluate
 
-    metrics = evaluate(args.target, data=args.data, batch_size=args.batch_size, limit_test=args.limit_test,
-                       out=args.out, tta=args.tta)
-    top5 = f", top-5 {metrics['top5_accuracy']:.4f}" if "top5_accuracy" in metrics else ""
-    print(f"Test accuracy {metrics['top1_accuracy']:.4f}{top5}, test loss {metrics['test_loss']:.4f} "
-          f"on {metrics['test_images']} images")
-    if "tta" in metrics:
-        print(f"With test-time augmentation (image and mirror averaged): accuracy "
-              f"{metrics['tta']['top1_accuracy']:.4f}, loss {metrics['tta']['test_loss']:.4f}")
-    print(f"Report: {metrics['out']}/report.md")
+    from alexnet.report import summary_lines
+    from alexnet.runs import REPORT_MD
+
+    report = evaluate(args.target, data=args.data, batch_size=args.batch_size, limit_test=args.limit_test,
+                      out=args.out, tta=args.tta)
+    for line in summary_lines(report):
+        log.info(line)
+    log.info(f"Report: {report['out']}/{REPORT_MD}")
 
 
 def _predict(args):
@@ -218,12 +239,12 @@ def _export(args):
 
     result = export(args.target, format=args.format, out=args.out, data=args.data, check_images=args.check_images)
     ties = f" ({result['ties']} disagreement(s) between classes tied within the tolerance)" if result["ties"] else ""
-    print(f"Wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB). Checked with {result['runtime']} on "
-          f"{result['images']} images: top-1 agreement {result['agreement']:.2%}{ties}, largest probability "
-          f"difference {result['max_abs_diff']:.1e}")
+    log.info(f"Wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB). Checked with {result['runtime']} on "
+             f"{result['images']} images: top-1 agreement {result['agreement']:.2%}{ties}, largest probability "
+             f"difference {result['max_abs_diff']:.1e}")
     if "agreement_with_trained" in result:
-        print(f"The export computes in float32; the model trained in {result['trained_dtype_policy']}: their top-1 "
-              f"classes agree on {result['agreement_with_trained']:.2%} of the images")
+        log.info(f"The export computes in float32; the model trained in {result['trained_dtype_policy']}: their top-1 "
+                 f"classes agree on {result['agreement_with_trained']:.2%} of the images")
 
 
 def _summary(args):
@@ -250,7 +271,7 @@ def _samples(args):
         raise UsageError(f"--out {args.out}: the folder {folder} does not exist")
     dataset = load_dataset(args.data)
     sample_grid(dataset.x_train, dataset.y_train, dataset.class_names, args.out, count=args.count, seed=args.seed)
-    print(f"Wrote {args.out}")
+    log.info(f"Wrote {args.out}")
 
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "summary": _summary,
@@ -258,9 +279,10 @@ COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export
 
 
 def main(argv=None):
-    """Runs the CLI and returns its exit status."""
+    """Runs the CLI and returns its exit status (the same with --debug, which adds the traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with status 2 on a usage error
+    console.setup(quiet=args.quiet)
     try:
         from alexnet import backend
 
@@ -276,7 +298,7 @@ def main(argv=None):
             code = COMMANDS[args.command](args)
     except AlexnetError as error:
         if args.debug:
-            raise
+            traceback.print_exc()
         print(f"alexnet: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
@@ -284,8 +306,8 @@ def main(argv=None):
         return 130
     except Exception as error:  # anything unexpected: one line, the traceback with --debug
         if args.debug:
-            raise
-        print(f"alexnet: error: {type(error).__name__}: {error} (run with --debug for the traceback)",
-              file=sys.stderr)
+            traceback.print_exc()
+        print(f"alexnet: error: {type(error).__name__}: {error}"
+              + ("" if args.debug else " (run with --debug for the traceback)"), file=sys.stderr)
         return 1
     return code if isinstance(code, int) else 0

@@ -11,9 +11,8 @@ import contextlib
 import dataclasses
 import os
 
+from alexnet.choices import STRATEGIES, check, strategies_on
 from alexnet.errors import UsageError
-
-STRATEGIES = ("auto", "none", "mirrored", "multiworker", "data-parallel")
 
 
 @dataclasses.dataclass
@@ -44,7 +43,7 @@ def plan(strategy="auto", gpus=0):
     """Resolves --strategy for the Keras backend in use.
 
     Args:
-        strategy: one of STRATEGIES.
+        strategy: one of choices.STRATEGIES.
         gpus: local GPUs the backend sees (for "auto").
 
     Raises:
@@ -53,38 +52,34 @@ def plan(strategy="auto", gpus=0):
     import keras
 
     backend = keras.backend.backend()
-    if strategy not in STRATEGIES:
-        raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}. Received: {strategy!r}")
+    check("--strategy", strategy, STRATEGIES)
     if strategy == "auto":
         strategy = "none" if gpus < 2 else {"tensorflow": "mirrored", "jax": "data-parallel"}.get(backend, "none")
     if strategy == "none":
         return Plan("none", 1, True, "single process")
-    if backend == "tensorflow" and strategy in ("mirrored", "multiworker"):
-        return _tensorflow_plan(strategy)
-    if backend == "jax" and strategy == "data-parallel":
-        return _jax_plan()
-    supported = {"tensorflow": "mirrored, multiworker", "jax": "data-parallel", "torch": "none (one device)"}
-    raise UsageError(f"--strategy {strategy} does not exist on the {backend} backend; "
-                     f"it supports {supported.get(backend, 'none')}")
+    if strategy == "multiworker" and backend == "tensorflow":
+        # MultiWorkerMirroredStrategy: Keras 3's `fit` cannot train under it (keras-team/keras#20585, open). Tried
+        # here with Keras 3.15 and TensorFlow 2.21 on two localhost workers: the first step fails inside Keras's
+        # TensorFlow trainer (the per-replica reduction of the first batch, then of the step's logs). Refused
+        # up front rather than failing after the data has loaded.
+        raise UsageError(
+            "--strategy multiworker: Keras 3 cannot train under tf.distribute.MultiWorkerMirroredStrategy "
+            "(keras-team/keras#20585). For several machines use the JAX backend: --backend jax --strategy "
+            "data-parallel with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID set on each "
+            "(see the README); for several GPUs in one machine, --strategy mirrored.")
+    if backend not in STRATEGIES[strategy]:
+        raise UsageError(f"--strategy {strategy} does not exist on the {backend} backend; "
+                         f"it supports {', '.join(strategies_on(backend))}")
+    return _mirrored_plan() if strategy == "mirrored" else _jax_plan()
 
 
-def _tensorflow_plan(strategy):
+def _mirrored_plan():
     import tensorflow as tf
 
-    if strategy == "mirrored":
-        # All local GPUs; without any, the CPU's logical devices (one, unless the process configured more).
-        devices = [d.name for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")]
-        engine = tf.distribute.MirroredStrategy(devices=devices)
-        return Plan("mirrored", engine.num_replicas_in_sync, True, "single process", engine)
-    # MultiWorkerMirroredStrategy: Keras 3's `fit` cannot train under it (keras-team/keras#20585, open). Tried
-    # here with Keras 3.15 and TensorFlow 2.21 on two localhost workers: the first step fails inside Keras's
-    # TensorFlow trainer (the per-replica reduction of the first batch, then of the step's logs). Refused
-    # up front rather than failing after the data has loaded.
-    raise UsageError(
-        "--strategy multiworker: Keras 3 cannot train under tf.distribute.MultiWorkerMirroredStrategy "
-        "(keras-team/keras#20585). For several machines use the JAX backend: --backend jax --strategy "
-        "data-parallel with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID set on each "
-        "(see the README); for several GPUs in one machine, --strategy mirrored.")
+    # All local GPUs; without any, the CPU's logical devices (one, unless the process configured more).
+    devices = [d.name for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")]
+    engine = tf.distribute.MirroredStrategy(devices=devices)
+    return Plan("mirrored", engine.num_replicas_in_sync, True, "single process", engine)
 
 
 def initialize_processes(strategy):

@@ -20,3 +20,10 @@ class Interrupted(AlexnetError):
     """The user pressed Ctrl-C; what was saved is kept (exit status 130, as for SIGINT)."""
 
     exit_code = 130
+
+
+def check_choice(flag, value, allowed):
+    """Returns `value` if it is one of `allowed`; else raises UsageError, the one wording of that error."""
+    if value not in allowed:
+        raise UsageError(f"{flag} must be one of {', '.join(allowed)}. Received: {value!r}")
+    return value

@@ -1,13 +1,14 @@
 """`alexnet evaluate`: test figures of a saved model, on the run's own test split or on other data."""
 
 import re
-import sys
 import zipfile
 from pathlib import Path
 
-from alexnet import runs
-from alexnet.config import TrainConfig
+from alexnet import console
+from alexnet.data import ARCHIVE_SUFFIXES
 from alexnet.errors import AlexnetError, UsageError
+from alexnet.runs import RunFolder, resolve_target
+from alexnet.splits import load_splits
 
 
 def load_model(path):
@@ -36,38 +37,10 @@ def load_model(path):
                            f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from error
 
 
-def resolve_target(target):
-    """Returns (model path, the run's TrainConfig or None) for a run folder or a .keras file."""
-    target = Path(target)
-    if target.is_dir():
-        if not (target / runs.RUN_MARKER).is_file():
-            raise UsageError(f"{target} is not a run folder (no {runs.RUN_MARKER}); give a run folder or a .keras file")
-        settings = runs.read_run_config(target, "evaluated")["settings"]
-        return run_model(target), TrainConfig.from_dict(settings)
-    if not target.exists():
-        raise UsageError(f"no such run folder or model file: {target}")
-    return target, None
-
-
-def run_model(run_dir):
-    """The run's final model; for a run that did not finish, its best model or newest checkpoint, with a notice."""
-    if (run_dir / "model.keras").is_file():
-        return run_dir / "model.keras"
-    _, checkpoint = runs.latest_checkpoint(run_dir)
-    for fallback, what in ((run_dir / "best.keras", "its best model by validation accuracy"),
-                           (checkpoint, "its newest checkpoint")):
-        if fallback is not None and fallback.is_file():
-            print(f"note: {run_dir} has no model.keras (the run did not finish); using {what}, {fallback}",
-                  file=sys.stderr)
-            return fallback
-    raise UsageError(f"{run_dir} holds no model yet (no model.keras, best.keras or checkpoint): "
-                     "it stopped before its first epoch ended")
-
-
 def _slug(data):
     """A folder-name form of a --data value: its last path part without archive suffixes."""
     name = Path(str(data)).name or "data"
-    for suffix in (".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tar", ".zip"):
+    for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):  # ".tar.gz" before ".tar"
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
@@ -79,17 +52,18 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
 
     Without `data`, a run folder is evaluated on exactly the test split it was
     trained with (same source, seed and --limit-test), so the figures equal its
-    metrics.json. With `data`, the test part of that source is used, all of it
-    or `limit_test` images of it.
+    metrics.json. With `data` (the run's own data included), the test part of
+    that source is used, all of it or `limit_test` images of it.
 
     Args:
         target: a run folder or a .keras file.
         data: a `--data` value, or None for the run's own.
         batch_size: images per prediction batch.
         limit_test: a cap on test images (seeded sample).
-        out: folder for report.json, report.md, confusion.png, mistakes.png;
-            default: `evaluation/` beside the model for the run's own test split,
-            `evaluation-<data name>/` for other data.
+        out: folder for report.json, report.md, confusion.png, mistakes.png; default, in a run folder:
+            `evaluation/` for the run's own test split, `evaluation-<data name>[-<limit_test>]/` for any
+            other (other data, all of the run's test data, or another sample); beside a bare model file:
+            `evaluation-<data name>[-<limit_test>]/`.
         tta: also report the figures of each image's and its mirror's predictions averaged.
 
     Returns:
@@ -103,13 +77,18 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
     """
     from alexnet.report import write_report
 
-    model_path, config = resolve_target(target)
-    model = load_model(model_path)
-    images, labels, class_names, data, own = test_split(model, config, data, limit_test)
-    # The run's own test split reports into evaluation/; other data into a folder of its own, so that the
-    # report of the run's test split is never replaced by another one.
-    base = Path(target) if Path(target).is_dir() else model_path.parent
-    out = Path(out) if out else base / ("evaluation" if own else f"evaluation-{_slug(data)}")
+    console.ensure_setup()
+    target = resolve_target(target, "evaluated")
+    config = target.run.settings("evaluated") if target.run else None
+    model = load_model(target.model_file)
+    own = data is None and (limit_test is None or (config is not None and limit_test == config.limit_test))
+    images, labels, class_names, data = test_split(model, config, data, limit_test)
+    if out:
+        out = Path(out)
+    elif target.run is not None and own:  # evaluation/ holds the report of the run's own test split, nothing else
+        out = target.run.evaluation_dir()
+    else:  # in the run folder, or beside a bare model file
+        out = RunFolder(target.run or target.model_file.parent).evaluation_dir(_slug(data), limit_test)
     out.mkdir(parents=True, exist_ok=True)
     metrics = write_report(model, images, labels, class_names, out, batch_size=batch_size, tta=tta)
     return {**metrics, "out": str(out)}
@@ -129,15 +108,11 @@ def test_split(model, config, data=None, limit_test=None):
         limit_test: a cap on test images.
 
     Returns:
-        (images, labels, class_names, data, own): uint8 images and their labels, the `--data` value used,
-        and whether it is the run's own data.
+        (images, labels, class_names, data): uint8 images and their labels, and the `--data` value used.
 
     Raises:
         UsageError: For a bare model file without `data`, or data whose image size or classes do not fit.
     """
-    from alexnet.data import load_dataset
-    from alexnet.splits import test_indices
-
     if data is None and config is None:
         raise UsageError("--data is needed to evaluate a bare model file (or give the run folder instead)")
     seed = config.seed if config else 0
@@ -145,14 +120,14 @@ def test_split(model, config, data=None, limit_test=None):
         data, limit_test = config.data, config.limit_test if limit_test is None else limit_test
     # A run's own data loads as it did in training (so the decoded-data cache is reused); other data is
     # stored at the size the model takes.
-    own = config is not None and data == config.data
-    storage = config.storage_size if own else tuple(model.input_shape[1:3])
-    dataset = load_dataset(data, storage_size=storage, strict=config.strict if config else False, test_only=True)
-    if dataset.x_test.shape[1:3] != tuple(model.input_shape[1:3]):
+    same_source = config is not None and data == config.data
+    splits = load_splits(data, seed=seed, limit_test=limit_test, test_only=True,
+                         storage_size=config.storage_size if same_source else tuple(model.input_shape[1:3]),
+                         strict=config.strict if config else False)
+    if splits.x_test.shape[1:3] != tuple(model.input_shape[1:3]):
         raise UsageError(f"the model takes {model.input_shape[1]}x{model.input_shape[2]} images but {data} "
-                         f"holds {dataset.x_test.shape[1]}x{dataset.x_test.shape[2]}")
+                         f"holds {splits.x_test.shape[1]}x{splits.x_test.shape[2]}")
     classes = model.output_shape[-1]
-    if classes != len(dataset.class_names):
-        raise UsageError(f"the model predicts {classes} classes but {data} has {len(dataset.class_names)}")
-    rows = test_indices(len(dataset.x_test), seed, limit_test)
-    return dataset.x_test[rows], dataset.y_test[rows], dataset.class_names, data, own
+    if classes != len(splits.class_names):
+        raise UsageError(f"the model predicts {classes} classes but {data} has {len(splits.class_names)}")
+    return splits.x_test, splits.y_test, splits.class_names, data

@@ -20,42 +20,28 @@ if any probability differs by more than 1e-4. Top-1 agreement is reported; it
 is 100% except between classes tied within that (never seen in our runs).
 """
 
-import dataclasses
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from alexnet.errors import AlexnetError, UsageError
-from alexnet.evaluation import load_model, resolve_target, test_split
+from alexnet import console
+from alexnet.choices import FORMATS, MODELS
+from alexnet.errors import AlexnetError, UsageError, check_choice
+from alexnet.evaluation import load_model, test_split
+from alexnet.runs import resolve_target
 
-# The CLI reads FORMATS before it chooses the Keras backend, so this module imports Keras (and the model
-# builders) only inside the functions that run after the choice.
+log = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass(frozen=True)
-class Format:
-    keras_format: str  # the `format` of keras.Model.export
-    suffix: str  # of the artifact ("" for a folder)
-    runtime: str  # the distribution that loads it where it is deployed
-    runtime_module: str  # the module it is imported as
-    converters: tuple = ()  # modules the export itself needs, beside Keras's backend
-    backends: tuple = ("tensorflow",)  # Keras backends that export it with what the export extra installs
+# The CLI imports this module before it chooses the Keras backend, so Keras (and the model builders) are
+# imported only inside the functions that run after the choice.
 
 
-# Measured with Keras 3.15.1 (README, "Deploy a model"). Elsewhere Keras fails: JAX to ONNX needs jax2onnx and
-# JAX to LiteRT is not supported; PyTorch to SavedModel fails in torch.export, to LiteRT needs litert-torch.
-FORMATS = {
-    "savedmodel": Format("tf_saved_model", "", "tensorflow", "tensorflow", backends=("tensorflow", "jax")),
-    "onnx": Format("onnx", ".onnx", "onnxruntime", "onnxruntime", converters=("tf2onnx", "onnx"),
-                   backends=("tensorflow", "torch")),
-    "tflite": Format("litert", ".tflite", "ai-edge-litert", "ai_edge_litert"),
-}
 CHECK_BATCH = 64  # images per call into a runtime
 TOLERANCE = 1e-4  # the largest difference in any probability allowed between the artifact and Keras
 
@@ -85,21 +71,32 @@ def export(target, format="savedmodel", out=None, data=None, check_images=256, t
         UsageError: For an unknown format, a missing export extra, or a model this package did not build.
         AlexnetError: If the artifact disagrees with the Keras model (it is then not kept).
     """
-    if format not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}. Received: {format!r}")
-    spec = FORMATS[format]
+    console.ensure_setup()
+    spec = FORMATS[check_choice("--format", format, FORMATS)]
     _require(format, spec)
     if check_images < 1:
         raise UsageError(f"--check-images must be a positive integer. Received: {check_images}")
-    model_path, config = resolve_target(target)
-    trained = load_model(model_path)
+    target = resolve_target(target, "exported")
+    trained = load_model(target.model_file)
     model = inference_copy(trained)
     if out is not None and not Path(out).parent.is_dir():
         raise UsageError(f"--out {out}: the folder {Path(out).parent} does not exist")
-    out = Path(out) if out else default_path(Path(target), model_path, spec)
-    images = check_set(model, config, data, check_images)
-
+    out = Path(out) if out else default_path(target, spec)
+    images = check_set(model, target.run.settings("exported") if target.run else None, data, check_images)
+    made = not out.parent.exists()
     out.parent.mkdir(exist_ok=True)  # a run's export/ folder, made once there is something to write
+    try:
+        figures = _write_checked(model, trained, format, spec, out, images, tolerance)
+    except BaseException:
+        if made and not any(out.parent.iterdir()):  # a failed export leaves no empty export/ behind
+            out.parent.rmdir()
+        raise
+    return {"path": str(out), "format": format, "bytes": _size(out),
+            "runtime": f"{spec.runtime} {importlib.metadata.version(spec.runtime)}", **figures}
+
+
+def _write_checked(model, trained, format, spec, out, images, tolerance):
+    """Exports `model` to a temporary name, runs it in its runtime, and renames it to `out` if it agrees."""
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # Keras wants .tflite to end the name
     _remove(tmp)
     try:
@@ -109,9 +106,7 @@ def export(target, format="savedmodel", out=None, data=None, check_images=256, t
         outputs = RUNNERS[format](tmp, images)
         expected = _predict(model, images)
         figures = compare(expected, outputs, tolerance)
-        # Within the tolerance a top-1 class can only flip between classes tied within twice of it, so the
-        # tolerance is the whole rule; agreement and ties are reported beside it.
-        if figures["max_abs_diff"] > tolerance:
+        if not figures["passes"]:
             raise AlexnetError(
                 f"the {format} export does not match the Keras model on {figures['images']} images "
                 f"(top-1 agreement {figures['agreement']:.2%}, largest probability difference "
@@ -124,8 +119,7 @@ def export(target, format="savedmodel", out=None, data=None, check_images=256, t
         os.replace(tmp, out)
     finally:
         _remove(tmp)
-    return {"path": str(out), "format": format, "bytes": _size(out),
-            "runtime": f"{spec.runtime} {importlib.metadata.version(spec.runtime)}", **figures}
+    return figures
 
 
 def _require(format, spec):
@@ -152,12 +146,11 @@ def inference_copy(model):
     """
     import keras
 
-    from alexnet.architecture import VARIANTS
     from alexnet.models import build_model
 
     name = model.name.replace("_", "-")
-    if name not in VARIANTS:
-        raise UsageError(f"the model is named {model.name!r}; only models built by alexnet ({', '.join(VARIANTS)}) "
+    if name not in MODELS:
+        raise UsageError(f"the model is named {model.name!r}; only models built by alexnet ({', '.join(MODELS)}) "
                          "can be exported")
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
@@ -173,32 +166,35 @@ def inference_copy(model):
     return copy
 
 
-def default_path(target, model_path, spec):
-    """export/model.<suffix> in a run folder; <model>.<suffix> beside a bare .keras file."""
-    if target.is_dir():
-        return target / "export" / ("savedmodel" if not spec.suffix else f"model{spec.suffix}")
-    return model_path.with_name(model_path.stem + (spec.suffix or "_savedmodel"))
+def default_path(target, spec):
+    """export/model.<suffix> in a run folder (a runs.Target); <model>.<suffix> beside a bare .keras file."""
+    if target.run is not None:
+        return target.run.export_dir / ("savedmodel" if not spec.suffix else f"model{spec.suffix}")
+    return target.model_file.with_name(target.model_file.stem + (spec.suffix or "_savedmodel"))
 
 
 def check_set(model, config, data, count):
     """uint8 images for the check: `count` test images of `data` or of the run, else seeded random ones."""
     if data is None and config is None:
-        print(f"note: no --data for a bare model file: the check uses {count} random images; give --data to "
-              "check on real ones", file=sys.stderr)
+        console.note(log, f"no --data for a bare model file: the check uses {count} random images; give --data "
+                          "to check on real ones")
         return np.random.default_rng(0).integers(0, 256, (count, *model.input_shape[1:]), dtype=np.uint8)
     return test_split(model, config, data, limit_test=count)[0]
 
 
 def compare(expected, outputs, tolerance):
-    """Agreement figures of the artifact's probabilities against Keras's, both (N, classes)."""
+    """Agreement figures of the artifact's probabilities against Keras's, both (N, classes), and whether it passes."""
     expected, outputs = np.asarray(expected, np.float64), np.asarray(outputs, np.float64)
     if outputs.shape != expected.shape:
         raise AlexnetError(f"the export returns shape {outputs.shape}; the Keras model returns {expected.shape}")
     differ = np.argmax(outputs, -1) != np.argmax(expected, -1)
     top2 = np.sort(expected, -1)[:, -2:]
     ties = int(np.sum(differ & (top2[:, 1] - top2[:, 0] <= 2 * tolerance)))  # each side may move by tolerance
+    largest = float(np.max(np.abs(outputs - expected)))
+    # The pass rule. Within the tolerance a top-1 class can only flip between classes tied within twice of it,
+    # so the tolerance is the whole rule; agreement and ties are reported beside it.
     return {"images": len(expected), "agreement": float(1 - differ.mean()), "disagreements": int(differ.sum()),
-            "ties": ties, "max_abs_diff": float(np.max(np.abs(outputs - expected)))}
+            "ties": ties, "max_abs_diff": largest, "passes": largest <= tolerance}
 
 
 def _predict(model, images):

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from alexnet.runs import write_atomic
+from alexnet.files import write_atomic
 
 
 def render_png(figure, dpi=100):

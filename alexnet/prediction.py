@@ -1,20 +1,16 @@
 """`alexnet predict`: the top classes of a trained model for any image files."""
 
-from pathlib import Path
-
 import numpy as np
 
-from alexnet import runs
-from alexnet.errors import UsageError
+from alexnet import console
 
 
-def class_names_for(model_path, classes):
-    """Class names from the run folder that holds the model, else "0", "1", ..."""
-    for folder in (Path(model_path).parent, Path(model_path).parent.parent):  # the run folder, or above checkpoints/
-        if (folder / runs.RUN_MARKER).is_file():
-            names = runs.read_run_config(folder, "read for its class names").get("data", {}).get("class_names")
-            if names and len(names) == classes:
-                return names
+def class_names_for(home, classes):
+    """Class names from the run folder that holds the model (a RunFolder or None), else "0", "1", ..."""
+    if home is not None:
+        names = home.read_config("read for its class names").get("data", {}).get("class_names")
+        if names and len(names) == classes:
+            return names
     return [str(i) for i in range(classes)]
 
 
@@ -31,20 +27,19 @@ def predict(target, images, top_k=3):
         or {"file", "error"} for a file that could not be read.
 
     Raises:
-        UsageError: If there is no model at `target`.
+        UsageError: If `target` is neither a run folder nor a model file, or the run holds no model yet.
         AlexnetError: If the model file cannot be loaded.
     """
     from alexnet.data import decode_image
-    from alexnet.evaluation import load_model, run_model
+    from alexnet.evaluation import load_model
+    from alexnet.runs import resolve_target
 
-    path = Path(target)
-    model_path = run_model(path) if path.is_dir() else path
-    if not model_path.is_file():
-        raise UsageError(f"no model at {model_path}; give a run folder or a .keras file")
-    model = load_model(model_path)
+    console.ensure_setup()
+    target = resolve_target(target, "used for predictions")
+    model = load_model(target.model_file)
     height, width = model.input_shape[1:3]
     classes = model.output_shape[-1]
-    names = class_names_for(model_path, classes)
+    names = class_names_for(target.home, classes)
     top_k = max(1, min(top_k, classes))
     results, decoded = [], []
     for file in images:

@@ -22,17 +22,20 @@ import dataclasses
 import math
 from typing import Optional
 
+from alexnet.errors import check_choice
+
 # Keras is imported inside the functions that build things: the CLI reads recipes (their defaults, their
 # names) before the backend is chosen, and importing Keras would fix the backend.
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """The settings of a recipe. `None` for epochs, batch size or image size: TrainConfig's default."""
+    """The settings of a recipe; its defaults are the tutorial's. `TrainConfig` takes from it what the user left out."""
 
-    epochs: Optional[int] = None
-    batch_size: Optional[int] = None
-    image_size: Optional[int] = None  # pixels
+    about: str = ""  # one line for `alexnet train --help`
+    epochs: int = 50  # full passes over the training split
+    batch_size: int = 32  # images per step (per replica)
+    image_size: int = 227  # side of the square images the convolutions see (pixels)
     lr: float = 0.001  # fixed learning rate, used when lr_per_256 is None
     lr_per_256: Optional[float] = None  # peak learning rate per 256 images of batch (linear scaling rule)
     momentum: float = 0.0
@@ -54,31 +57,40 @@ class Recipe:
         """The learning rate when --lr is not given."""
         return self.lr if self.lr_per_256 is None else self.lr_per_256 * batch_size / 256
 
-    def defaults(self):
-        """The TrainConfig fields this recipe changes when the user does not give them."""
-        values = {"epochs": self.epochs, "batch_size": self.batch_size, "image_size": self.image_size}
-        return {k: v for k, v in values.items() if v is not None} | {"tta": self.tta}
+    def defaults(self, batch_size=None):
+        """The TrainConfig fields this recipe sets (RECIPE_FIELDS), the learning rate for `batch_size` if given."""
+        batch_size = self.batch_size if batch_size is None else batch_size
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.default_lr(batch_size),
+                "image_size": self.image_size, "tta": self.tta}
+
+    def help(self):
+        """The recipe's values, for `alexnet train --help`."""
+        lr = f"lr {self.lr_per_256:g} x batch/256" if self.lr_per_256 is not None else f"lr {self.lr:g}"
+        return (f"{self.about} ({self.epochs} epochs, batch {self.batch_size}, {lr}, {self.image_size} px, "
+                f"TTA {'on' if self.tta else 'off'})")
 
 
-_FAST = Recipe(epochs=30, batch_size=512, lr_per_256=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
+# The TrainConfig fields a recipe sets when the user leaves them out (None there: the recipe's value).
+RECIPE_FIELDS = ("epochs", "batch_size", "lr", "image_size", "tta")
+
+
+_FAST = Recipe(about="augmentation, Nesterov SGD, weight decay, warm-up + cosine, label smoothing; for a GPU",
+               epochs=30, batch_size=512, lr_per_256=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
                warmup_epochs=2, cosine=True, label_smoothing=0.1, shift=1 / 8, flip=True, tta=True)
 
 RECIPES = {
-    "tutorial": Recipe(),
+    "tutorial": Recipe(about="the tutorial's settings: plain SGD, no augmentation"),
     "fast": _FAST,
     # Tuned at 4 epochs on 2 cores (BENCHMARKS.md, "Tuning the cpu recipe"): batch 256 beat 512, a half-epoch
     # warm-up matched two epochs, peak lr 0.05 per 256 beat 0.1.
-    "cpu": dataclasses.replace(_FAST, epochs=4, batch_size=256, image_size=67, warmup_epochs=0.5),
+    "cpu": dataclasses.replace(_FAST, about="fast for a small CPU (about 10 min on 2 cores); give it the epochs "
+                                      "your time allows", epochs=4, batch_size=256, image_size=67, warmup_epochs=0.5),
 }
 
 
 def get(name):
-    """The recipe called `name` (a key of RECIPES)."""
-    from alexnet.errors import UsageError
-
-    if name not in RECIPES:
-        raise UsageError(f"--recipe must be one of {', '.join(RECIPES)}. Received: {name!r}")
-    return RECIPES[name]
+    """The recipe called `name` (a key of RECIPES); UsageError for another name."""
+    return RECIPES[check_choice("--recipe", name, RECIPES)]
 
 
 def describe(name, batch_size, lr):
@@ -114,10 +126,6 @@ def augmentation(name, seed):
     return Augment(recipe.shift, recipe.flip, seed=seed, name="augment", dtype="float32")
 
 
-def uses_one_hot(name):
-    return get(name).one_hot
-
-
 def learning_rate(recipe, lr, total_steps, steps_per_epoch):
     """The learning rate, or its schedule over `total_steps`, for a recipe peaking at `lr`."""
     import keras
@@ -138,13 +146,14 @@ def compile_model(model, config, steps_per_epoch, jit=False, lr=None):
 
     Args:
         model: the model to compile.
-        config: the run's TrainConfig (recipe, epochs, learning rate).
+        config: the run's TrainConfig (recipe, epochs, learning rate; the recipe's where left at None).
         steps_per_epoch: optimizer steps in one epoch (the schedule spans epochs x steps).
         jit: XLA compilation.
         lr: the peak learning rate, if not config.lr (several replicas scale it).
     """
     import keras
 
+    config = config.resolved()
     recipe = get(config.recipe)
     total = max(1, config.epochs * steps_per_epoch)
     peak = config.lr if lr is None else lr

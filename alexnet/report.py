@@ -12,35 +12,36 @@ import numpy as np
 
 from alexnet import plots, runs
 from alexnet.backend import tensorflow
+from alexnet.files import write_atomic, write_json
 
 
-def predict_probabilities(model, images, batch_size=256, tta=False):
+def predict_probabilities(model, images, batch_size=256, mirror=False):
     """Class probabilities (N, classes) for uint8 images (N, H, W, C), in batches.
 
-    With tta=True, each image's probabilities are averaged with its mirror's
-    (test-time augmentation with the flip the fast recipes train with).
+    With mirror=True, of each image's mirror (left-right): test-time
+    augmentation averages those with the images' own (`tta_probabilities`).
     """
     from alexnet.pipeline import make_dataset
 
     import keras
 
     count = len(images)
+    if mirror:
+        images = np.ascontiguousarray(images[:, :, ::-1])
     distribution = keras.distribution.distribution()
     devices = len(distribution.device_mesh.devices.reshape(-1)) if distribution is not None else 1
     pad = (-count) % devices  # a data-parallel model splits each batch over its devices: pad, then drop
     if pad:
         images = np.concatenate([images, np.repeat(images[:1], pad, axis=0)])
         batch_size = max(devices, batch_size // devices * devices)
-    labels = np.zeros(len(images), dtype=np.int64)
+    batches = make_dataset(images, np.zeros(len(images), dtype=np.int64), batch_size)
+    return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)[:count]
 
-    def predict(x):
-        batches = make_dataset(x, labels, batch_size)
-        return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)[:count]
 
-    probabilities = predict(images)
-    if tta:
-        probabilities = (probabilities + predict(np.ascontiguousarray(images[:, :, ::-1]))) / 2
-    return probabilities
+def tta_probabilities(model, images, plain, batch_size=256):
+    """Test-time augmentation with the flip the fast recipes train with: the images' probabilities (`plain`,
+    already computed) averaged with their mirrors'. One pass over the images, not two."""
+    return (plain + predict_probabilities(model, images, batch_size, mirror=True)) / 2
 
 
 def classification_metrics(probabilities, labels, class_names):
@@ -75,6 +76,7 @@ def classification_metrics(probabilities, labels, class_names):
         "test_loss": float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0)))),
         "top1_accuracy": float(np.mean(predicted == labels)),
         f"top{k}_accuracy": float(np.mean((top_k == labels[:, None]).any(axis=1))),
+        "top_k": k,  # 5, or the number of classes when there are fewer
         "per_class": per_class,
         "macro_f1": float(np.mean([m["f1"] for m in per_class.values()])),
         "confusion_matrix": confusion.tolist(),
@@ -92,13 +94,13 @@ def _markdown(metrics):
     if "tta" in metrics:
         lines.append(f"- top-1 accuracy with test-time augmentation (image and mirror averaged): "
                      f"{metrics['tta']['top1_accuracy']:.2%}")
-    lines += [f"- top-{key[3:-9]} accuracy: {value:.2%}" for key, value in metrics.items()
-              if key.startswith("top") and key != "top1_accuracy"]
+    k = metrics["top_k"]
+    lines.append(f"- top-{k} accuracy: {metrics[f'top{k}_accuracy']:.2%}")
     lines += [f"- macro F1: {metrics['macro_f1']:.3f}", "",
               "| class | precision | recall | F1 | images |", "| --- | ---: | ---: | ---: | ---: |"]
     for name, m in metrics["per_class"].items():
         lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
-    lines += ["", "![confusion matrix](confusion.png)", "", "![mistakes](mistakes.png)", ""]
+    lines += ["", f"![confusion matrix]({runs.CONFUSION_PNG})", "", f"![mistakes]({runs.MISTAKES_PNG})", ""]
     return "\n".join(lines)
 
 
@@ -166,16 +168,16 @@ def write_report(model, images, labels, class_names, out_dir, log_dir=None, step
     probabilities = predict_probabilities(model, images, batch_size)
     metrics = classification_metrics(probabilities, labels, class_names)
     if tta:
-        averaged = classification_metrics(predict_probabilities(model, images, batch_size, tta=True), labels,
+        averaged = classification_metrics(tta_probabilities(model, images, probabilities, batch_size), labels,
                                           class_names)
         metrics["tta"] = {k: v for k, v in averaged.items()
                           if k in ("test_loss", "macro_f1") or k.startswith("top")}
-    runs.write_json(out_dir / "report.json", metrics)
-    runs.write_atomic(out_dir / "report.md", _markdown(metrics))
+    write_json(out_dir / runs.REPORT_JSON, metrics)
+    write_atomic(out_dir / runs.REPORT_MD, _markdown(metrics))
     confusion = confusion_figure(metrics["confusion_matrix"], class_names)
     mistakes = mistakes_figure(images, np.asarray(labels), probabilities, class_names)
-    plots.save_figure(confusion, out_dir / "confusion.png")
-    plots.save_figure(mistakes, out_dir / "mistakes.png")
+    plots.save_figure(confusion, out_dir / runs.CONFUSION_PNG)
+    plots.save_figure(mistakes, out_dir / runs.MISTAKES_PNG)
     tf = tensorflow() if log_dir is not None else None
     if tf is not None:
         writer = tf.summary.create_file_writer(str(log_dir))
@@ -186,3 +188,15 @@ def write_report(model, images, labels, class_names, out_dir, log_dir=None, step
             tf.summary.image("test_report/mistakes", _figure_array(mistakes)[None], step=step)
         writer.close()
     return metrics
+
+
+def summary_lines(report, smoothing=0.0):
+    """What the console says of a report (report.json's names): accuracy, top-k, loss, and TTA if any."""
+    k = report["top_k"]
+    lines = [f"Test accuracy {report['top1_accuracy']:.4f}, top-{k} {report[f'top{k}_accuracy']:.4f}, test loss "
+             f"{report['test_loss']:.4f} on {report['test_images']} images"
+             + (" (cross-entropy without label smoothing)" if smoothing else "")]
+    if "tta" in report:
+        lines.append(f"With test-time augmentation (image and mirror averaged): accuracy "
+                     f"{report['tta']['top1_accuracy']:.4f}, loss {report['tta']['test_loss']:.4f}")
+    return lines

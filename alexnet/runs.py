@@ -1,271 +1,332 @@
-"""Run folders: where a run's files go, how they are written, what is recorded about the machine."""
+"""Run folders: `RunFolder`, the one home of a run's file names, their readers and writers, and the lock.
+
+    runs/20261127-213000-alexnet/
+        config.json      settings (resolved), data, recipe, distribution, speed, environment
+        history.csv      one row an epoch          logs/          TensorBoard: train, validation, test
+        checkpoints/     epoch-NNNN.keras (the two newest) and state.json
+        best.keras       best by validation accuracy   model.keras   the final model
+        metrics.json     test figures          report.json, report.md, confusion.png, mistakes.png
+        samples.png, curves.png, evaluation/, evaluation-<data>/, export/
+
+Nothing else in the package spells these names.
+"""
 
 import csv
+import dataclasses
 import datetime
 import json
-import os
-import platform
+import logging
 import re
 import shutil
-import tempfile
 from pathlib import Path
+from typing import Optional
 
+from alexnet import console
 from alexnet.errors import UsageError
+from alexnet.files import write_json
 
-RUN_MARKER = "config.json"  # a folder holding this file holds a run
-HISTORY = "history.csv"  # one row an epoch (callbacks.EpochLog writes it)
-CHECKPOINT_DIR = "checkpoints"
-STATE_FILE = "state.json"  # in CHECKPOINT_DIR: epochs completed and the best validation accuracy so far
+log = logging.getLogger(__name__)
+
+# What write_report puts in the folder it is given (the run folder, or an evaluation folder).
+REPORT_JSON, REPORT_MD, CONFUSION_PNG, MISTAKES_PNG = "report.json", "report.md", "confusion.png", "mistakes.png"
 _CHECKPOINT = re.compile(r"^epoch-(\d+)\.keras$")
-# Everything a run writes in its folder; --overwrite removes these and nothing else.
-RUN_ENTRIES = ("config.json", "history.csv", "logs", "checkpoints", "model.keras", "best.keras", "metrics.json",
-               "samples.png", "curves.png", "report.json", "report.md", "confusion.png", "mistakes.png",
-               "evaluation", "export")
-RUN_ENTRY_PATTERNS = ("evaluation-*",)  # `alexnet evaluate RUN --data OTHER` writes evaluation-<data name>/
-
-
-LOCK_FILE = ".lock"  # held (flock) by the process that trains in the folder, for the run's life
 _held_locks = {}  # folder -> open lock file, kept open until released or the process ends
 
 
-def lock_run_dir(path):
-    """Claims the run folder for this process, or raises UsageError if another process holds it.
+class RunFolder:
+    """A run's folder: where each file goes, how it is read and written, and who may write (the lock)."""
 
-    An advisory lock (flock) on `.lock`: the operating system drops it when the
-    process ends, however it ends, so a kill -9 never leaves a stale claim.
-    """
-    path = Path(path)
-    if str(path.resolve()) in _held_locks:
-        return
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: no locking, as before
-        return
-    handle = open(path / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise UsageError(f"{path} is in use by another alexnet process (it holds {path / LOCK_FILE}); "
-                         "wait for it to finish, or choose another --run-dir") from None
-    _held_locks[str(path.resolve())] = handle
+    CONFIG = "config.json"  # a folder holding this file holds a run
+    HISTORY = "history.csv"  # one row an epoch (callbacks.EpochLog writes it)
+    CHECKPOINTS = "checkpoints"
+    STATE = "state.json"  # in CHECKPOINTS: epochs completed and the best validation accuracy so far
+    BEST = "best.keras"
+    FINAL = "model.keras"
+    METRICS = "metrics.json"
+    LOGS = "logs"
+    SAMPLES = "samples.png"
+    CURVES = "curves.png"
+    EVALUATION = "evaluation"  # `alexnet evaluate RUN` on the run's own test split
+    EXPORT = "export"
+    LOCK = ".lock"  # held (flock) by the process that trains in the folder, for the run's life
+    # Everything a run writes in its folder; --overwrite removes these and nothing else.
+    ENTRIES = (CONFIG, HISTORY, LOGS, CHECKPOINTS, FINAL, BEST, METRICS, SAMPLES, CURVES, REPORT_JSON, REPORT_MD,
+               CONFUSION_PNG, MISTAKES_PNG, EVALUATION, EXPORT)
+    ENTRY_PATTERNS = (f"{EVALUATION}-*",)  # evaluation on other data or another sample
 
+    def __init__(self, path):
+        self.path = Path(path)
 
-def unlock_run_dir(path):
-    handle = _held_locks.pop(str(Path(path).resolve()), None)
-    if handle is not None:
-        handle.close()
+    def __repr__(self):
+        return f"RunFolder({str(self.path)!r})"
 
+    def __str__(self):
+        return str(self.path)
 
-def remove_run_entries(path):
-    """Removes what a run wrote in its folder (RUN_ENTRIES, RUN_ENTRY_PATTERNS), and nothing else."""
-    named = [Path(path) / name for name in RUN_ENTRIES]
-    for entry in named + [e for pattern in RUN_ENTRY_PATTERNS for e in sorted(Path(path).glob(pattern))]:
-        if entry.is_dir():
-            shutil.rmtree(entry)
+    def __fspath__(self):
+        return str(self.path)
+
+    def __eq__(self, other):
+        return isinstance(other, RunFolder) and self.path.resolve() == other.path.resolve()
+
+    def __hash__(self):
+        return hash(self.path.resolve())
+
+    # --- where each file goes -------------------------------------------------------------
+
+    config_file = property(lambda self: self.path / self.CONFIG)
+    history_file = property(lambda self: self.path / self.HISTORY)
+    checkpoint_dir = property(lambda self: self.path / self.CHECKPOINTS)
+    state_file = property(lambda self: self.path / self.CHECKPOINTS / self.STATE)
+    best_model = property(lambda self: self.path / self.BEST)
+    final_model = property(lambda self: self.path / self.FINAL)
+    metrics_file = property(lambda self: self.path / self.METRICS)
+    samples_file = property(lambda self: self.path / self.SAMPLES)
+    curves_file = property(lambda self: self.path / self.CURVES)
+    export_dir = property(lambda self: self.path / self.EXPORT)
+
+    def log_dir(self, part=None):
+        """logs/, or its TensorBoard part: "train", "validation" or "test"."""
+        return self.path / self.LOGS if part is None else self.path / self.LOGS / part
+
+    def checkpoint_file(self, epochs_done):
+        return self.checkpoint_dir / f"epoch-{epochs_done:04d}.keras"
+
+    def evaluation_dir(self, data_name=None, limit=None):
+        """evaluation/ for the run's own test split; evaluation-<data name>[-<N>]/ for other data or samples."""
+        if data_name is None and limit is None:
+            return self.path / self.EVALUATION
+        return self.path / "-".join([self.EVALUATION, data_name or "own"] + ([str(limit)] if limit else []))
+
+    def is_run(self):
+        return self.config_file.is_file()
+
+    # --- readers and writers ---------------------------------------------------------------
+
+    def read_config(self, purpose="used as a run"):
+        """config.json (settings, data, recipe, ...), the one reader of it.
+
+        Raises:
+            UsageError: If the folder holds no config.json, or one that is not a
+                run's (truncated, edited, foreign), naming the file.
+        """
+        if not self.is_run():
+            raise UsageError(f"{self.path} is not a run folder (no {self.CONFIG})")
+        try:
+            stored = json.loads(self.config_file.read_text())
+            if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
+                raise ValueError("no 'settings' object")
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise UsageError(f"{self.config_file} is damaged ({type(error).__name__}: {error}); the run cannot "
+                             f"be {purpose}") from None
+        return stored
+
+    def settings(self, purpose="used as a run"):
+        """The run's TrainConfig, from config.json."""
+        from alexnet.config import TrainConfig  # config reads recipes; runs is imported by everything
+
+        return TrainConfig.from_dict(self.read_config(purpose)["settings"])
+
+    def write_config(self, stored):
+        write_json(self.config_file, stored)
+
+    def read_history(self):
+        """history.csv as a list of {column: float} rows, one an epoch; [] if absent. Unreadable cells are NaN."""
+        if not self.history_file.is_file():
+            return []
+        rows = []
+        with open(self.history_file, newline="") as f:
+            for row in csv.DictReader(f):
+                values = {}
+                for key, value in row.items():
+                    try:
+                        values[key] = float(value)
+                    except (TypeError, ValueError):
+                        values[key] = float("nan")
+                rows.append(values)
+        return rows
+
+    def checkpoints(self):
+        """[(epochs completed, path)] of the complete checkpoints, newest first."""
+        found = [(int(m.group(1)), self.checkpoint_dir / m.group(0))
+                 for m in (_CHECKPOINT.match(p.name) for p in self.checkpoint_dir.glob("epoch-*.keras")) if m]
+        return sorted(found, reverse=True)
+
+    def latest_checkpoint(self):
+        """(epochs completed, path) of the newest complete checkpoint, or (0, None)."""
+        found = self.checkpoints()
+        return found[0] if found else (0, None)
+
+    def damaged_checkpoints(self):
+        return sorted(p.name for p in self.checkpoint_dir.glob("*.damaged"))
+
+    def read_state(self):
+        """checkpoints/state.json: {"epochs": completed, "best_val_accuracy": ...}, or {} if absent or unreadable."""
+        try:
+            state = json.loads(self.state_file.read_text())
+            return state if isinstance(state, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def write_state(self, epochs, best_val_accuracy):
+        write_json(self.state_file, {"epochs": epochs, "best_val_accuracy": best_val_accuracy})
+
+    def read_metrics(self):
+        return json.loads(self.metrics_file.read_text())
+
+    def write_metrics(self, metrics):
+        write_json(self.metrics_file, metrics)
+
+    def model_file(self):
+        """The run's final model; for a run that did not finish, its best model or newest checkpoint, with a note.
+
+        Raises:
+            UsageError: If the run holds no model yet.
+        """
+        if self.final_model.is_file():
+            return self.final_model
+        _, checkpoint = self.latest_checkpoint()
+        for fallback, what in ((self.best_model, "its best model by validation accuracy"),
+                               (checkpoint, "its newest checkpoint")):
+            if fallback is not None and fallback.is_file():
+                console.note(log, f"{self.path} has no {self.FINAL} (the run did not finish); using {what}, "
+                                  f"{fallback}")
+                return fallback
+        raise UsageError(f"{self.path} holds no model yet (no {self.FINAL}, {self.BEST} or checkpoint): "
+                         "it stopped before its first epoch ended")
+
+    # --- the folder's life ---------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, run_dir, model, overwrite=False, root="runs"):
+        """Creates, locks and returns a new run's folder: `run_dir`, or runs/<timestamp>-<model>.
+
+        Raises:
+            UsageError: If `run_dir` already holds a run and overwrite is False, or
+                another process is using it.
+        """
+        if run_dir is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            path = Path(root) / f"{stamp}-{model}"
+            suffix = 1
+            while path.exists():  # two runs started in the same second
+                suffix += 1
+                path = Path(root) / f"{stamp}-{model}-{suffix}"
         else:
-            entry.unlink(missing_ok=True)
+            path = Path(run_dir).expanduser()
+            if path.exists() and not path.is_dir():
+                raise UsageError(f"--run-dir {run_dir} is a file, not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        folder = cls(path)
+        folder.lock()  # before looking for a run, so that two processes cannot both find none
+        if folder.is_run():
+            if not overwrite:
+                folder.unlock()
+                raise UsageError(f"--run-dir {run_dir} already holds a run; choose another folder, "
+                                 f"continue it with --resume {run_dir}, or pass --overwrite to replace it")
+            folder.remove_entries()
+        return folder
+
+    def lock(self):
+        """Claims the folder for this process, or raises UsageError if another process holds it.
+
+        An advisory lock (flock) on `.lock`: the operating system drops it when the
+        process ends, however it ends, so a kill -9 never leaves a stale claim.
+        """
+        key = str(self.path.resolve())
+        if key in _held_locks:
+            return
+        try:
+            import fcntl
+        except ImportError:  # not on POSIX: no locking
+            return
+        handle = open(self.path / self.LOCK, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise UsageError(f"{self.path} is in use by another alexnet process (it holds {self.path / self.LOCK}); "
+                             "wait for it to finish, or choose another --run-dir") from None
+        _held_locks[key] = handle
+
+    def unlock(self):
+        handle = _held_locks.pop(str(self.path.resolve()), None)
+        if handle is not None:
+            handle.close()
+
+    def remove_entries(self):
+        """Removes what a run wrote in the folder (ENTRIES, ENTRY_PATTERNS), and nothing else."""
+        named = [self.path / name for name in self.ENTRIES]
+        for entry in named + [e for pattern in self.ENTRY_PATTERNS for e in sorted(self.path.glob(pattern))]:
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+
+    def discard(self):
+        """Removes a run that kept nothing (stopped before its first checkpoint): its files, the lock, the folder."""
+        self.remove_entries()
+        self.unlock()
+        (self.path / self.LOCK).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:  # the user's own files are in it
+            pass
+
+    def remove_stale_temporaries(self):
+        """Deletes temporary files that a killed process left (call with the folder locked); returns their names.
+
+        They are hidden files with ".tmp" in their names (files.write_atomic and
+        files.atomic_target make them); holding the folder's lock means that no live
+        process of ours is writing them.
+        """
+        removed = []
+        for tmp in self.path.rglob(".*"):
+            if ".tmp" in tmp.name and tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp.name)
+        return removed
 
 
-def remove_stale_temporaries(path):
-    """Deletes temporary files that a killed process left in a run folder (call with the folder locked).
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What `evaluate`, `predict` and `export` were pointed at."""
 
-    They are hidden files with ".tmp" in their names (write_atomic and
-    atomic_target make them); holding the folder's lock means that no live
-    process of ours is writing them.
-    """
-    removed = []
-    for tmp in Path(path).rglob(".*"):
-        if ".tmp" in tmp.name and tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp.name)
-    return removed
+    model_file: Path
+    run: Optional[RunFolder]  # the run folder given (its own test split applies), or None for a model file
+    home: Optional[RunFolder]  # the run folder that holds the model file (its class names), given or not
 
 
-def new_run_dir(run_dir, model, overwrite=False, root="runs"):
-    """Creates, locks and returns the run's folder: `run_dir`, or runs/<timestamp>-<model>.
+def resolve_target(target, purpose="used"):
+    """Resolves a run folder or a .keras file: the one way `evaluate`, `predict` and `export` find their model.
 
-    Raises:
-        UsageError: If `run_dir` already holds a run and overwrite is False, or
-            another process is using it.
-    """
-    if run_dir is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path(root) / f"{stamp}-{model}"
-        suffix = 1
-        while path.exists():  # two runs started in the same second
-            suffix += 1
-            path = Path(root) / f"{stamp}-{model}-{suffix}"
-    else:
-        path = Path(run_dir).expanduser()
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"--run-dir {run_dir} is a file, not a folder")
-    path.mkdir(parents=True, exist_ok=True)
-    lock_run_dir(path)  # before looking for a run, so that two processes cannot both find none
-    if (path / RUN_MARKER).exists():
-        if not overwrite:
-            unlock_run_dir(path)
-            raise UsageError(f"--run-dir {run_dir} already holds a run; choose another folder, "
-                             f"continue it with --resume {run_dir}, or pass --overwrite to replace it")
-        remove_run_entries(path)
-    return path
-
-
-def write_atomic(path, data):
-    """Writes text or bytes to a temporary file beside `path`, then renames it over `path`.
-
-    A crash leaves either the old file or the new one, never a truncated one.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UsageError(f"cannot write {path}: the folder {path.parent} does not exist")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def save_model_atomic(model, path):
-    """Saves a Keras model to a temporary file beside `path` and renames it into place."""
-    tmp = atomic_target(path)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def write_json(path, obj):
-    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def atomic_target(path):
-    """Returns a temporary path beside `path` with the same suffix, for writers that need a file name."""
-    path = Path(path)
-    return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-
-
-def read_run_config(run_dir, purpose="used as a run"):
-    """The run folder's config.json (settings, data, recipe, ...), the one reader of it.
+    A run folder gives its model (`RunFolder.model_file`); a .keras file gives
+    itself, and the run folder that holds it if any (beside it, or above
+    checkpoints/).
 
     Raises:
-        UsageError: If the folder holds no config.json, or one that is not a
-            run's (truncated, edited, foreign), naming the file.
+        UsageError: For a folder that is not a run, a damaged config.json, or a path that does not exist.
     """
-    path = Path(run_dir) / RUN_MARKER
-    if not path.is_file():
-        raise UsageError(f"{run_dir} is not a run folder (no {RUN_MARKER})")
-    try:
-        stored = json.loads(path.read_text())
-        if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
-            raise ValueError("no 'settings' object")
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise UsageError(f"{path} is damaged ({type(error).__name__}: {error}); the run cannot be {purpose}") \
-            from None
-    return stored
+    target = Path(target)
+    if target.is_dir():
+        folder = RunFolder(target)
+        if not folder.is_run():
+            raise UsageError(f"{target} is not a run folder (no {RunFolder.CONFIG}); give a run folder or a "
+                             ".keras file")
+        folder.read_config(purpose)  # a damaged config.json is named now, not at first use
+        return Target(folder.model_file(), folder, folder)
+    if not target.is_file():
+        raise UsageError(f"no such run folder or model file: {target}")
+    home = next((RunFolder(p) for p in (target.parent, target.parent.parent) if RunFolder(p).is_run()), None)
+    return Target(target, None, home)
 
 
-def checkpoints(run_dir):
-    """Returns [(epochs completed, path)] of the complete checkpoints in run_dir, newest first."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    found = [(int(m.group(1)), folder / m.group(0))
-             for m in (_CHECKPOINT.match(p.name) for p in folder.glob("epoch-*.keras")) if m]
-    return sorted(found, reverse=True)
-
-
-def latest_checkpoint(run_dir):
-    """Returns (epochs completed, path) of the newest complete checkpoint, or (0, None)."""
-    found = checkpoints(run_dir)
-    return found[0] if found else (0, None)
-
-
-def read_state(run_dir):
-    """checkpoints/state.json: {"epochs": completed, "best_val_accuracy": ...}, or {} if absent or unreadable."""
-    try:
-        state = json.loads((Path(run_dir) / CHECKPOINT_DIR / STATE_FILE).read_text())
-        return state if isinstance(state, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def read_history(run_dir):
-    """history.csv as a list of {column: float} rows, one an epoch; [] if absent. Unreadable cells are NaN."""
-    path = Path(run_dir) / HISTORY
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            values = {}
-            for key, value in row.items():
-                try:
-                    values[key] = float(value)
-                except (TypeError, ValueError):
-                    values[key] = float("nan")
-            rows.append(values)
-    return rows
-
-
-def git_commit():
-    """The commit of the checkout this package runs from (with "-dirty" for local changes), or None."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    if not (root / ".git").exists():
-        return None
-    try:
-        return subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
-                              capture_output=True, text=True, timeout=10, check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment():
-    """Library versions, the Keras backend and the devices it sees, for config.json."""
-    import keras
-    import numpy
-
-    from alexnet import __version__
-
-    info = {
-        "alexnet": __version__,
-        "git_commit": git_commit(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "keras": keras.__version__,
-        "numpy": numpy.__version__,
-        "backend": keras.backend.backend(),
-    }
-    from alexnet.backend import tensorflow
-
-    tf = tensorflow()
-    if tf is not None:
-        info["tensorflow"] = tf.__version__
-    backend = info["backend"]
-    if backend == "tensorflow":
-        info["devices"] = [d.name for d in tf.config.list_logical_devices()]
-    elif backend == "jax":
-        import jax
-
-        info["jax"] = jax.__version__
-        info["devices"] = [str(d) for d in jax.devices()]
-    elif backend == "torch":
-        import torch
-
-        info["torch"] = torch.__version__
-        info["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or ["cpu"]
-    return info
+def metrics_from_report(report, epochs):
+    """metrics.json's figures from a test report (report.json's names): the one translation between them."""
+    k = report["top_k"]
+    metrics = {"test_loss": report["test_loss"], "test_accuracy": report["top1_accuracy"],
+               f"test_top{k}_accuracy": report[f"top{k}_accuracy"], "top_k": k,
+               "test_images": report["test_images"], "epochs": epochs}
+    if "tta" in report:
+        metrics |= {"tta_test_accuracy": report["tta"]["top1_accuracy"], "tta_test_loss": report["tta"]["test_loss"]}
+    return metrics

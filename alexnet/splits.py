@@ -2,15 +2,21 @@
 
 import dataclasses
 import hashlib
-import sys
+import logging
 
 import numpy as np
 
+from alexnet import console
 from alexnet.data import load_dataset
 from alexnet.errors import AlexnetError, UsageError
 
+log = logging.getLogger(__name__)
+
 TUTORIAL_VAL_SIZE = 5000  # images held out of CIFAR-10's 50,000 training images
 TUTORIAL_VAL_RATIO = 9  # 45,000 train : 5,000 validation
+# What resolve_val_size does without --val-size, for --help and the docs.
+VAL_SIZE_RULE = (f"10% of the training images, at most {TUTORIAL_VAL_SIZE:,} (CIFAR-10: 45,000 train, 5,000 "
+                 f"validation); with --limit-train N: N/{TUTORIAL_VAL_RATIO}")
 
 
 @dataclasses.dataclass
@@ -28,6 +34,8 @@ class Splits:
     val_index: np.ndarray  # rows of the source's training images
     test_index: np.ndarray  # rows of the source's test images
     test_duplicates: int = 0  # test images that also appear, pixel for pixel, in train or validation
+    source: str = ""  # what was loaded (data.Dataset.source)
+    skipped: list = dataclasses.field(default_factory=list)  # unreadable files left out of the source
 
 
 def resolve_val_size(val_size, limit_train, n_train=None):
@@ -39,26 +47,32 @@ def resolve_val_size(val_size, limit_train, n_train=None):
         return max(1, limit_train // TUTORIAL_VAL_RATIO)
     if n_train is not None and n_train // 10 < TUTORIAL_VAL_SIZE:
         chosen = max(1, n_train // 10)
-        print(f"note: holding out {chosen} of the {n_train} training images for validation (10%; "
-              "--val-size sets another number)", file=sys.stderr)
+        console.note(log, f"holding out {chosen} of the {n_train} training images for validation (10%; "
+                          "--val-size sets another number)")
         return chosen
     return TUTORIAL_VAL_SIZE
 
 
-def make_splits(dataset, val_size=None, seed=0, limit_train=None, limit_test=None):
+def make_splits(dataset, val_size=None, seed=0, limit_train=None, limit_test=None, test_only=False):
     """Splits a `Dataset` into train, validation and test.
 
     The validation images are a seeded random sample of the source's training
     images; the training split is the rest, capped at `limit_train`; the test
     split is the source's test images, a seeded random sample of `limit_test`
     of them if given (never the first N, which in a class-sorted folder would
-    be a single class).
+    be a single class). With test_only, train and validation are empty.
 
     Raises:
         UsageError: If the sizes do not fit the data.
         AlexnetError: If the splits are not disjoint.
     """
     n_train, n_test = len(dataset.x_train), len(dataset.x_test)
+    if test_only:
+        n_train, empty = 0, np.zeros(0, dtype=np.int64)
+        test_index = test_indices(n_test, seed, limit_test)
+        return Splits(dataset.x_train[empty], dataset.y_train[empty], dataset.x_train[empty], dataset.y_train[empty],
+                      dataset.x_test[test_index], dataset.y_test[test_index], list(dataset.class_names), empty,
+                      empty, test_index, source=dataset.source, skipped=list(dataset.skipped))
     val_size = resolve_val_size(val_size, limit_train, n_train)
     if val_size < 1 or val_size >= n_train:
         raise UsageError(f"--val-size must be between 1 and {n_train - 1} (the source has {n_train} "
@@ -68,8 +82,8 @@ def make_splits(dataset, val_size=None, seed=0, limit_train=None, limit_test=Non
     val_index, train_index = order[:val_size], order[val_size:]
     if limit_train is not None:
         if limit_train > len(train_index):
-            print(f"note: --limit-train {limit_train} is more than the {len(train_index)} training images "
-                  "left after validation; using all of them", file=sys.stderr)
+            console.note(log, f"--limit-train {limit_train} is more than the {len(train_index)} training images "
+                              "left after validation; using all of them")
         train_index = train_index[:limit_train]
     test_index = test_indices(n_test, seed, limit_test)
     train_index, val_index = np.sort(train_index), np.sort(val_index)
@@ -79,14 +93,15 @@ def make_splits(dataset, val_size=None, seed=0, limit_train=None, limit_test=Non
         dataset.x_train[val_index], dataset.y_train[val_index],
         dataset.x_test[test_index], dataset.y_test[test_index],
         list(dataset.class_names), train_index, val_index, test_index,
+        source=dataset.source, skipped=list(dataset.skipped),
     )
     splits.test_duplicates = check_disjoint(splits)
     return splits
 
 
 def load_splits(data="cifar10", val_size=None, seed=42, limit_train=None, limit_test=None, storage_size=None,
-                strict=False):
-    """Loads a dataset and splits it exactly as `alexnet train` does with the same settings.
+                strict=False, test_only=False):
+    """Loads a dataset and splits it: the one way training, evaluation, export and the benchmarks get splits.
 
     Args:
         data: a `--data` value (see `load_dataset`).
@@ -97,6 +112,8 @@ def load_splits(data="cifar10", val_size=None, seed=42, limit_train=None, limit_
         limit_test: a cap on test images (a seeded random sample).
         storage_size: (height, width) to store images at; None: the source's own.
         strict: unreadable image files are an error instead of skipped.
+        test_only: only the test split is needed (evaluation): train and validation are empty, and an
+            image folder may lack train/.
 
     Returns:
         The `Splits`: uint8 images and int64 labels of train, validation and test, and the class names.
@@ -105,8 +122,16 @@ def load_splits(data="cifar10", val_size=None, seed=42, limit_train=None, limit_
         UsageError: If the path holds no dataset or the sizes do not fit it.
         AlexnetError: If the data cannot be read, or the splits overlap.
     """
-    dataset = load_dataset(data, storage_size=storage_size, strict=strict)
-    return make_splits(dataset, val_size=val_size, seed=seed, limit_train=limit_train, limit_test=limit_test)
+    dataset = load_dataset(data, storage_size=storage_size, strict=strict, test_only=test_only)
+    return make_splits(dataset, val_size=val_size, seed=seed, limit_train=limit_train, limit_test=limit_test,
+                       test_only=test_only)
+
+
+def splits_for(config, test_only=False):
+    """The splits of a run's settings (a TrainConfig), as `alexnet train` makes them."""
+    return load_splits(config.data, val_size=config.val_size, seed=config.seed, limit_train=config.limit_train,
+                       limit_test=config.limit_test, storage_size=config.storage_size, strict=config.strict,
+                       test_only=test_only)
 
 
 def test_indices(n_test, seed=0, limit_test=None):

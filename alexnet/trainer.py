@@ -1,45 +1,42 @@
 """The work of a training run, top to bottom: data -> splits -> model -> fit -> test -> the run folder.
 
-Imported by `alexnet.training` once the Keras backend is chosen. `run(config)` reads
+Imported by `alexnet.training` once the Keras backend is chosen. `run(config, resume)` reads
 in the order things happen:
 
-1. `_prepare`: the hardware's speed settings, the distribution plan, seeds, the data and its splits.
-2. `_claim_folder`: the run folder, locked for this process; config.json for a new run.
-3. `_build`: the model, compiled with the recipe, restored from the newest checkpoint that loads.
-4. `_fit`: `model.fit` with the callbacks that log, checkpoint and time every epoch.
-5. `_finish`: model.keras, the test report, metrics.json and the curves.
+1. `_prepare`: the hardware's speed settings, the distribution plan, seeds, the data and its
+   splits, and the folder this process writes (claimed and locked): one immutable `Job`.
+2. `_build`: the model, compiled with the recipe, restored from the newest checkpoint that loads
+   (then `_commit_resume` lets the resumed folder change).
+3. `_fit`: `model.fit` with the callbacks that log, checkpoint and time every epoch.
+4. `_finish`: model.keras, the test report, metrics.json and the curves.
 """
 
 import dataclasses
+import logging
 import math
 import os
 import shutil
-import sys
 import tempfile
-from pathlib import Path
+from typing import Optional
 
 import keras
 
-from alexnet import plots, recipes, runs
+from alexnet import console, plots, recipes
 from alexnet.backend import speed_settings
 from alexnet.callbacks import (TEST_EACH_EPOCH_COLUMNS, Checkpoints, DeferredInterrupt, EpochLog, StopOnInterrupt,
-                               TestEachEpoch, TimeEstimate, trim_logs)
+                               TestEachEpoch, TimeEstimate, in_order, trim_logs)
 from alexnet.config import TrainConfig
-from alexnet.data import load_dataset
-from alexnet.distribute import initialize_processes, plan
+from alexnet.distribute import Plan, initialize_processes, plan
+from alexnet.environment import environment
 from alexnet.errors import AlexnetError, Interrupted, UsageError
+from alexnet.files import save_model_atomic
 from alexnet.models import build_model
 from alexnet.pipeline import make_dataset
-from alexnet.report import write_report
-from alexnet.splits import make_splits
+from alexnet.report import summary_lines, write_report
+from alexnet.runs import REPORT_MD, RunFolder, metrics_from_report
+from alexnet.splits import Splits, splits_for
 
-
-def load_splits(config):
-    """Loads the data and makes the splits that a config describes (training and evaluation share it)."""
-    dataset = load_dataset(config.data, storage_size=config.storage_size, strict=config.strict)
-    splits = make_splits(dataset, val_size=config.val_size, seed=config.seed,
-                         limit_train=config.limit_train, limit_test=config.limit_test)
-    return dataset, splits
+log = logging.getLogger(__name__)
 
 
 def make_deterministic(seed, device):
@@ -58,19 +55,23 @@ def make_deterministic(seed, device):
     return False
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Job:
     """What one training process works with, resolved once by `_prepare`."""
 
-    config: TrainConfig  # the run's settings as recorded: per-replica batch, base learning rate
+    config: TrainConfig  # the run's settings as recorded: resolved, per-replica batch, base learning rate
     speed: dict  # speed_settings(): device, gpus, jit, dtype_policy
-    distribution: object  # distribute.Plan
+    distribution: Plan  # what runs where; distribution.is_chief: this process writes the run folder
     deterministic: bool  # TensorFlow op determinism is on
-    dataset: object  # data.Dataset (its source and skipped files, for config.json)
-    splits: object  # splits.Splits
-    run_dir: Path = None  # where this process writes: the run folder, or a temporary one on other workers
-    state_dir: Path = None  # the run folder whose checkpoints this process resumes from
-    interrupt: DeferredInterrupt = None  # Ctrl-C, recorded; acted on at safe points
+    splits: Splits  # the data, split (with its source and skipped files, for config.json)
+    folder: RunFolder  # where this process writes: the run folder (chief), or a temporary one (other workers)
+    state: RunFolder  # the run folder whose checkpoints this process resumes from
+    stored: Optional[dict]  # a resumed run's config.json; None for a new run
+    interrupt: DeferredInterrupt  # Ctrl-C, recorded; acted on at safe points
+
+    @property
+    def resumed(self):
+        return self.stored is not None
 
     @property
     def global_batch(self):  # images per step, all replicas together
@@ -82,44 +83,29 @@ class Job:
 
     @property
     def one_hot_classes(self):  # label smoothing needs one-hot labels
-        return len(self.splits.class_names) if recipes.uses_one_hot(self.config.recipe) else None
+        return len(self.splits.class_names) if recipes.get(self.config.recipe).one_hot else None
 
 
 def run(config, stored=None):
-    """Trains (or, with `stored`, the resumed run's config.json, continues) a run; returns (folder, metrics)."""
+    """Trains a run (a resolved config) or, given `stored` (its config.json), continues it.
+
+    Returns:
+        (the RunFolder written, the test metrics).
+    """
     with DeferredInterrupt() as interrupt:  # Ctrl-C acts between phases and steps, never inside one
-        job = _prepare(config)
-        job.interrupt = interrupt
-        interrupt.check()
-        return _run_job(job, config, stored)
-
-
-def _run_job(job, config, stored):
-    if not job.distribution.is_chief:  # other workers run every step but write to a folder of their own
-        job.run_dir = Path(tempfile.mkdtemp(prefix="alexnet-worker-"))
-        job.state_dir = Path(config.run_dir) if stored else job.run_dir
+        job = _prepare(config, stored, interrupt)
         try:
-            return job.run_dir, _train(job, resumed=stored is not None)
+            interrupt.check()
+            return job.folder, _train(job)
+        except BaseException as error:
+            _clean_up(job, error)
+            raise
         finally:
-            shutil.rmtree(job.run_dir, ignore_errors=True)
-    try:
-        _claim_folder(job, stored)
-        job.interrupt.check()
-        return job.run_dir, _train(job, resumed=stored is not None, stored=stored)
-    except BaseException as error:
-        created = stored is None and job.run_dir is not None  # this call made the folder
-        if created and not runs.checkpoints(job.run_dir):  # nothing worth keeping: leave no folder that blocks a retry
-            runs.remove_run_entries(job.run_dir)
-            runs.unlock_run_dir(job.run_dir)
-            (job.run_dir / runs.LOCK_FILE).unlink(missing_ok=True)
-            _remove_if_empty(job.run_dir)
-            if isinstance(error, (KeyboardInterrupt, Interrupted)):
-                raise Interrupted("interrupted before the first epoch ended; nothing was kept, so the same "
-                                  "command starts afresh") from None
-        raise
+            if not job.distribution.is_chief:  # another worker's folder is temporary
+                shutil.rmtree(job.folder.path, ignore_errors=True)
 
 
-def _prepare(config):
+def _prepare(config, stored, interrupt):
     initialize_processes(config.strategy)  # multi-host JAX: before any other JAX call
     speed = speed_settings(config.jit, config.mixed_precision)
     distribution = plan(config.strategy, speed["gpus"])  # before other TensorFlow work, as tf.distribute asks
@@ -127,54 +113,61 @@ def _prepare(config):
     config = dataclasses.replace(config, backend=keras.backend.backend(), strategy=distribution.strategy)
     keras.config.set_dtype_policy(speed["dtype_policy"])
     deterministic = make_deterministic(config.seed, speed["device"])
-    dataset, splits = load_splits(config)
-    job = Job(config, speed, distribution, deterministic, dataset, splits)
-    if job.global_batch > len(splits.x_train):
-        raise UsageError(f"--batch-size {config.batch_size} (global batch {job.global_batch}) is larger than "
+    splits = splits_for(config)
+    global_batch = config.batch_size * distribution.replicas
+    if global_batch > len(splits.x_train):
+        raise UsageError(f"--batch-size {config.batch_size} (global batch {global_batch}) is larger than "
                          f"the training split ({len(splits.x_train)} images): no full step could run. "
                          "Use a smaller batch size.")
+    interrupt.check()
+    if not distribution.is_chief:  # other workers run every step but write to a folder of their own
+        folder = RunFolder(tempfile.mkdtemp(prefix="alexnet-worker-"))
+        state = RunFolder(config.run_dir) if stored is not None else folder
+    elif stored is not None:
+        folder = state = RunFolder(config.run_dir)
+        folder.lock()
+    else:
+        folder = state = RunFolder.create(config.run_dir, config.model, overwrite=config.overwrite)
+    job = Job(config, speed, distribution, deterministic, splits, folder, state, stored, interrupt)
+    if distribution.is_chief and stored is None:
+        try:
+            _write_new_run(job)
+        except BaseException as error:
+            _clean_up(job, error)
+            raise
     return job
 
 
-def _claim_folder(job, stored):
-    """Locks the run folder (a new one, or the resumed one); writes config.json and samples.png for a new run.
-
-    Sets job.run_dir as soon as the folder is claimed (so a failure before the
-    first checkpoint may remove it). A resumed run's config.json is rewritten
-    only once its checkpoint has loaded (`_build`).
-    """
-    config = job.config
-    if stored is not None:
-        job.run_dir = job.state_dir = Path(config.run_dir)
-        runs.lock_run_dir(job.run_dir)
-        return
-    job.run_dir = job.state_dir = runs.new_run_dir(config.run_dir, config.model, overwrite=config.overwrite)
-    splits = job.splits
-    data_info = {
-        "source": job.dataset.source, "class_names": splits.class_names,
+def _write_new_run(job):
+    """config.json (which marks the folder as a run) and samples.png of a new run."""
+    config, splits = job.config, job.splits
+    data = {
+        "source": splits.source, "class_names": splits.class_names,
         "image_shape": list(splits.x_train.shape[1:]), "train": len(splits.x_train),
         "validation": len(splits.x_val), "test": len(splits.x_test),
-        "test_images_also_in_training": splits.test_duplicates, "skipped_files": len(job.dataset.skipped),
+        "test_images_also_in_training": splits.test_duplicates, "skipped_files": len(splits.skipped),
     }
-    runs.write_json(job.run_dir / runs.RUN_MARKER, {
-        "settings": config.to_dict(), "data": data_info,
+    job.folder.write_config({
+        "settings": config.to_dict(), "data": data,
         "recipe": recipes.describe(config.recipe, job.global_batch, job.global_lr),
         "distribution": job.distribution.describe(config.batch_size, config.lr),
-        "speed": {**job.speed, "op_determinism": job.deterministic}, "environment": runs.environment()})
-    plots.sample_grid(splits.x_train, splits.y_train, splits.class_names, job.run_dir / "samples.png",
-                      seed=config.seed)
+        "speed": {**job.speed, "op_determinism": job.deterministic}, "environment": environment()})
+    plots.sample_grid(splits.x_train, splits.y_train, splits.class_names, job.folder.samples_file, seed=config.seed)
 
 
-def _remove_if_empty(folder):
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
+def _clean_up(job, error):
+    """A new run that stops before its first checkpoint leaves no folder, so that the same command starts afresh."""
+    if not job.distribution.is_chief or job.resumed or job.folder.checkpoints():
+        return
+    job.folder.discard()
+    if isinstance(error, (KeyboardInterrupt, Interrupted)):
+        raise Interrupted("interrupted before the first epoch ended; nothing was kept, so the same "
+                          "command starts afresh") from None
 
 
-def _train(job, resumed, stored=None):
+def _train(job):
     _describe(job)
-    model, done = _build(job, resumed, stored)
+    model, done = _build(job)
     job.interrupt.check()
     if done < job.config.epochs:
         _fit(job, model, done)
@@ -183,19 +176,20 @@ def _train(job, resumed, stored=None):
 
 def _describe(job):
     config, speed, distribution, splits = job.config, job.speed, job.distribution, job.splits
-    print(f"Run folder: {job.run_dir}")
-    print(f"Backend {keras.backend.backend()} on {speed['device']}"
-          f"{' x' + str(speed['gpus']) if speed['gpus'] else ''}, {speed['dtype_policy']}, "
-          f"XLA {'on' if speed['jit'] else 'off'}; recipe {config.recipe}, batch {config.batch_size}, lr {config.lr:g}")
+    log.info(f"Run folder: {job.folder}")
+    log.info(f"Backend {keras.backend.backend()} on {speed['device']}"
+             f"{' x' + str(speed['gpus']) if speed['gpus'] else ''}, {speed['dtype_policy']}, "
+             f"XLA {'on' if speed['jit'] else 'off'}; recipe {config.recipe}, batch {config.batch_size}, "
+             f"lr {config.lr:g}")
     if distribution.strategy != "none":
-        print(f"Strategy {distribution.strategy}: {distribution.replicas} replicas, {distribution.worker}; "
-              f"global batch {job.global_batch} ({config.batch_size} per replica), "
-              f"lr {job.global_lr:g} (linear scaling: {config.lr:g} x {distribution.replicas})")
-    print(f"Data: {len(splits.x_train)} train, {len(splits.x_val)} validation, {len(splits.x_test)} test images "
-          f"of {'x'.join(map(str, splits.x_train.shape[1:]))} from {job.dataset.source}")
+        log.info(f"Strategy {distribution.strategy}: {distribution.replicas} replicas, {distribution.worker}; "
+                 f"global batch {job.global_batch} ({config.batch_size} per replica), "
+                 f"lr {job.global_lr:g} (linear scaling: {config.lr:g} x {distribution.replicas})")
+    log.info(f"Data: {len(splits.x_train)} train, {len(splits.x_val)} validation, {len(splits.x_test)} test images "
+             f"of {'x'.join(map(str, splits.x_train.shape[1:]))} from {splits.source}")
 
 
-def _build(job, resumed, stored):
+def _build(job):
     """The compiled model, restored from the newest checkpoint that loads; returns (model, epochs done)."""
     config, splits = job.config, job.splits
     with job.distribution.scope():
@@ -204,26 +198,36 @@ def _build(job, resumed, stored):
                             augmentation=recipes.augmentation(config.recipe, config.seed))
         recipes.compile_model(model, config, recipes.steps_per_epoch(len(splits.x_train), job.global_batch),
                               jit=job.speed["jit"], lr=job.global_lr)
-        done = _restore(model, job.state_dir) if resumed else 0
-    if not resumed:
-        model.summary()
-    elif job.run_dir == job.state_dir:  # the chief: the resume is known to work, the folder may change now
-        removed = runs.remove_stale_temporaries(job.run_dir)
-        if removed:
-            print(f"Removed {len(removed)} temporary file(s) left by a killed process: {', '.join(removed[:5])}")
-        trim_logs(job.run_dir, done)  # epochs logged after the checkpoint was taken are run again
-        runs.write_json(job.run_dir / runs.RUN_MARKER, {**stored, "settings": config.to_dict()})
+        done = _restore(model, job.state) if job.resumed else 0
+    if not job.resumed:
+        if not console.quiet():
+            model.summary(print_fn=lambda line, line_break=True: log.info(line))
+    elif job.distribution.is_chief:
+        _commit_resume(job, done)
     return model, done
 
 
-def _restore(model, state_dir):
-    """Loads the newest checkpoint that loads into `model` (weights and optimizer state); returns its epoch.
+def _commit_resume(job, done):
+    """The resume is known to work (its checkpoint loaded): only now may the run folder change.
+
+    Removes temporary files a killed process left, drops what the logs hold past
+    the checkpoint (those epochs run again), and records the new total of epochs.
+    """
+    removed = job.folder.remove_stale_temporaries()
+    if removed:
+        log.info(f"Removed {len(removed)} temporary file(s) left by a killed process: {', '.join(removed[:5])}")
+    trim_logs(job.folder, done)
+    job.folder.write_config({**job.stored, "settings": job.config.to_dict()})
+
+
+def _restore(model, state):
+    """Loads the newest checkpoint of `state` that loads into `model` (weights and optimizer); returns its epoch.
 
     A checkpoint that does not load (truncated by a crash or a disk error) is
     renamed to `*.damaged`, kept for inspection, and the one before is tried.
     """
     model.optimizer.build(model.trainable_variables)
-    for epoch, path in runs.checkpoints(state_dir):
+    for epoch, path in state.checkpoints():
         try:
             model.load_weights(path)
         except Exception as error:  # Keras raises many types for a damaged zip or h5 file
@@ -232,33 +236,31 @@ def _restore(model, state_dir):
                 os.replace(path, damaged)
             except FileNotFoundError:  # another process of a multi-process job set it aside first
                 pass
-            print(f"warning: checkpoint {path} does not load ({type(error).__name__}: "
-                  f"{str(error).splitlines()[0] if str(error) else 'no detail'}); kept aside as {damaged.name}",
-                  file=sys.stderr)
+            log.warning(f"checkpoint {path} does not load ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0] if str(error) else 'no detail'}); kept aside as {damaged.name}")
             continue
-        print(f"Resuming after epoch {epoch} from {path}")
+        log.info(f"Resuming after epoch {epoch} from {path}")
         return epoch
-    kept = sorted(p.name for p in (Path(state_dir) / runs.CHECKPOINT_DIR).glob("*.damaged"))
+    kept = state.damaged_checkpoints()
     if kept:
-        raise AlexnetError(f"no checkpoint of {state_dir} loads ({', '.join(kept)} kept aside); "
+        raise AlexnetError(f"no checkpoint of {state} loads ({', '.join(kept)} kept aside); "
                            "the run cannot be continued: start a new run")
     return 0
 
 
-def _best_val_accuracy(state_dir):
+def _best_val_accuracy(state):
     """The best validation accuracy so far: from checkpoints/state.json, else history.csv, else none (-1)."""
-    state = runs.read_state(state_dir)
-    if isinstance(state.get("best_val_accuracy"), (int, float)):
-        return float(state["best_val_accuracy"])
-    values = [row.get("val_accuracy", math.nan) for row in runs.read_history(state_dir)]
+    best = state.read_state().get("best_val_accuracy")
+    if isinstance(best, (int, float)):
+        return float(best)
+    values = [row.get("val_accuracy", math.nan) for row in state.read_history()]
     return max([v for v in values if math.isfinite(v)], default=-1.0)
 
 
 def _fit(job, model, done):
-    config, splits, shard = job.config, job.splits, job.distribution.shard
+    config, splits, shard, replicas = job.config, job.splits, job.distribution.shard, job.distribution.replicas
     classes = job.one_hot_classes
     # A resumed run shuffles with another seed, so it does not replay the first epochs' orders.
-    replicas = job.distribution.replicas
     train_data = make_dataset(splits.x_train, splits.y_train, job.global_batch, shuffle=True,
                               seed=config.seed + done, num_classes=classes, shard=shard, replicas=replicas)
     val_data = make_dataset(splits.x_val, splits.y_val, job.global_batch, num_classes=classes, shard=shard,
@@ -266,32 +268,30 @@ def _fit(job, model, done):
     # Every process saves (others into their own temporary folder): with several JAX processes, saving
     # reads sharded arrays and takes all processes at once, so all must decide alike when to save
     # best.keras, from the same (the chief's) state.
-    callbacks = [EpochLog(job.run_dir, len(splits.x_train), TEST_EACH_EPOCH_COLUMNS if config.test_each_epoch else []),
-                 Checkpoints(job.run_dir, _best_val_accuracy(job.state_dir)), keras.callbacks.TerminateOnNaN(),
-                 TimeEstimate(config.epochs - done, job.speed["device"]), StopOnInterrupt(job.interrupt)]  # last
-    if config.test_each_epoch:  # benchmarks only; before EpochLog, which writes what it adds
-        test_data = make_dataset(splits.x_test, splits.y_test, job.global_batch, num_classes=classes, shard=shard,
-                                 replicas=replicas)
-        callbacks.insert(0, TestEachEpoch(test_data))
+    callbacks = [EpochLog(job.folder, len(splits.x_train), TEST_EACH_EPOCH_COLUMNS if config.test_each_epoch else []),
+                 Checkpoints(job.folder, _best_val_accuracy(job.state)), keras.callbacks.TerminateOnNaN(),
+                 TimeEstimate(config.epochs - done, job.speed["device"]), StopOnInterrupt(job.interrupt)]
+    if config.test_each_epoch:  # benchmarks only
+        callbacks.append(TestEachEpoch(make_dataset(splits.x_test, splits.y_test, job.global_batch,
+                                                    num_classes=classes, shard=shard, replicas=replicas)))
     try:
-        # verbose=2 (one line an epoch) when stdout is a file or a pipe: the bar's redraws would fill logs.
         history = model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done,
-                            callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2,
+                            callbacks=in_order(callbacks), verbose=console.keras_verbosity(),
                             shuffle=False)  # the pipeline shuffles
     except KeyboardInterrupt:
-        completed, _ = runs.latest_checkpoint(job.state_dir)
+        completed, _ = job.state.latest_checkpoint()
         if not completed:
             raise
         raise Interrupted(f"interrupted after {completed} completed epoch(s); everything up to there is saved. "
-                          f"Resume with: alexnet train --resume {job.state_dir}") from None
+                          f"Resume with: alexnet train --resume {job.state}") from None
     losses = history.history.get("loss", [])
     if not all(math.isfinite(v) for v in losses):  # TerminateOnNaN stopped the epoch
-        completed, checkpoint = runs.latest_checkpoint(job.state_dir)
-        logged = len(runs.read_history(job.run_dir))
+        completed, checkpoint = job.state.latest_checkpoint()
+        logged = len(job.folder.read_history())
         if checkpoint:
             kept = f"the last good checkpoint ({checkpoint}, epoch {completed}) is kept"
         elif logged:
-            kept = (f"{logged} epoch(s) ran, but none had a finite validation loss, so there is no checkpoint")
+            kept = f"{logged} epoch(s) ran, but none had a finite validation loss, so there is no checkpoint"
         else:
             kept = "no epoch completed, so there is no checkpoint"
         raise AlexnetError(f"the training loss became NaN or infinite in epoch {done + len(losses)}; "
@@ -302,9 +302,9 @@ def _warn_if_diverged(val_loss, classes, lr):
     """Says so when the final validation loss is not finite or far above a chance-level guess's (ln classes)."""
     chance = math.log(classes)
     if not math.isfinite(val_loss) or val_loss > 3 * chance:
-        print(f"warning: the final validation loss is {val_loss:.4g}, far above a chance-level guess's "
-              f"({chance:.2f}): training diverged, and the saved models predict poorly. Lower --lr "
-              f"(now {lr:g}) and start a new run.", file=sys.stderr)
+        log.warning(f"the final validation loss is {val_loss:.4g}, far above a chance-level guess's "
+                    f"({chance:.2f}): training diverged, and the saved models predict poorly. Lower --lr "
+                    f"(now {lr:g}) and start a new run.")
 
 
 def _local_copy(model):
@@ -322,30 +322,23 @@ def _local_copy(model):
 
 def _finish(job, model):
     """Writes the final model, the test metrics, the evaluation report and the curves; returns the metrics."""
-    config, splits, run_dir = job.config, job.splits, job.run_dir
-    runs.save_model_atomic(model, run_dir / "model.keras")  # every process: saving a sharded model is collective
+    config, splits, folder = job.config, job.splits, job.folder
+    save_model_atomic(model, folder.final_model)  # every process: saving a sharded model is collective
     if job.distribution.shard[1] > 1:
         model = _local_copy(model)
-    report = write_report(model, splits.x_test, splits.y_test, splits.class_names, run_dir,
-                          log_dir=run_dir / "logs" / "test", step=config.epochs - 1, tta=config.tta)  # the last epoch
-    metrics = {"test_loss": report["test_loss"], "test_accuracy": report["top1_accuracy"],
-               "test_top5_accuracy": report.get("top5_accuracy"), "test_images": report["test_images"],
-               "epochs": config.epochs}
-    if "tta" in report:
-        metrics |= {"tta_test_accuracy": report["tta"]["top1_accuracy"], "tta_test_loss": report["tta"]["test_loss"]}
-    runs.write_json(run_dir / "metrics.json", metrics)
-    history = runs.read_history(run_dir)
+    report = write_report(model, splits.x_test, splits.y_test, splits.class_names, folder.path,
+                          log_dir=folder.log_dir("test"), step=config.epochs - 1, tta=config.tta)  # the last epoch
+    metrics = metrics_from_report(report, config.epochs)
+    folder.write_metrics(metrics)
+    history = folder.read_history()
     smoothing = recipes.get(config.recipe).label_smoothing  # in loss and val_loss, not in test_loss
     if history:  # a worker that resumed a finished run trained no epoch here
-        plots.training_curves(history, run_dir / "curves.png",
+        plots.training_curves(history, folder.curves_file,
                               f"loss (with label smoothing {smoothing:g})" if smoothing else "loss")
         _warn_if_diverged(history[-1].get("val_loss", math.nan), len(splits.class_names), config.lr)
-    print(f"Test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
-          f"on {metrics['test_images']} images" + (" (cross-entropy without label smoothing)" if smoothing else ""))
-    if "tta_test_accuracy" in metrics:
-        print(f"With test-time augmentation (image and mirror averaged): accuracy "
-              f"{metrics['tta_test_accuracy']:.4f}, loss {metrics['tta_test_loss']:.4f}")
-    logs = f"; tensorboard --logdir {run_dir / 'logs'}" if (run_dir / "logs").is_dir() else \
+    for line in summary_lines(report, smoothing):
+        log.info(line)
+    logs = f"; tensorboard --logdir {folder.log_dir()}" if folder.log_dir().is_dir() else \
         "; no TensorBoard logs: TensorFlow is not installed"
-    print(f"Run folder: {run_dir}  (report.md{logs})")
+    log.info(f"Run folder: {folder}  ({REPORT_MD}{logs})")
     return metrics

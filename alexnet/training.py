@@ -4,21 +4,22 @@
     run = resume("runs/20261127-213000-alexnet")              # continue a stopped run
     run.run_dir, run.metrics                                   # the folder, the test figures
 
-Each one picks the Keras backend exactly once, before Keras loads: from the
-config for a new run, from the run's own config.json for a resumed one. That
-is why this module does not import Keras; `alexnet.trainer`, which does the
-work (data -> splits -> model -> fit -> test -> the run folder), is imported
-after the choice. A run survives a crash: each completed epoch leaves a
-checkpoint, and `resume` continues from the newest one that loads.
+Each one picks the Keras backend exactly once, in `_start`, before Keras loads:
+from the config for a new run, from the run's own config.json for a resumed
+one. That is why this module does not import Keras; `alexnet.trainer`, which
+does the work (data -> splits -> model -> fit -> test -> the run folder), is
+imported after the choice. A run survives a crash: each completed epoch leaves
+a checkpoint, and `resume` continues from the newest one that loads.
 """
 
 import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from alexnet import backend, runs
+from alexnet import backend, console
 from alexnet.config import TrainConfig
 from alexnet.errors import UsageError
+from alexnet.runs import RunFolder
 
 
 @dataclasses.dataclass
@@ -33,7 +34,7 @@ def train(config: TrainConfig) -> Run:
     """Trains a new run and writes its folder.
 
     Args:
-        config: the run's settings (`TrainConfig.from_flags` fills a recipe's defaults).
+        config: the run's settings; those left at None are the recipe's (`TrainConfig.resolved`).
 
     Returns:
         The `Run`: its folder and test metrics.
@@ -46,10 +47,7 @@ def train(config: TrainConfig) -> Run:
     if not isinstance(config, TrainConfig):
         raise UsageError(f"train() takes a TrainConfig. Received: {type(config).__name__}; "
                          "to continue a run, call resume(run_dir)")
-    _choose_backend(config.backend)  # before validate(), which imports the model builders (and so Keras)
-    backend.load_keras()  # quietly: TensorFlow's C++ start-up lines are not ours
-    config.validate()
-    return _start(config)
+    return _start(config.validate())  # validate needs no Keras: a bad setting fails before the backend loads
 
 
 def resume(run_dir, epochs: Optional[int] = None) -> Run:
@@ -66,6 +64,7 @@ def resume(run_dir, epochs: Optional[int] = None) -> Run:
         UsageError: If the folder holds no run that can be resumed (no or a damaged
             config.json, checkpoints gone), or `epochs` is too small.
     """
+    console.ensure_setup()
     config, stored = resume_config(run_dir, epochs)
     return _start(config, stored)
 
@@ -76,19 +75,18 @@ def resume_config(run_dir, epochs=None):
     Refuses to extend a finished run unless `epochs` says how far, and to
     resume a run whose checkpoints are gone after it trained.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / runs.RUN_MARKER).is_file():
-        raise UsageError(f"--resume {run_dir}: not a run folder (no {runs.RUN_MARKER})")
-    stored = runs.read_run_config(run_dir, "resumed")
-    config = TrainConfig.from_dict(stored["settings"])
-    found = runs.checkpoints(run_dir)
-    done = found[0][0] if found else 0
-    trained = max(runs.read_state(run_dir).get("epochs", 0), len(runs.read_history(run_dir)))
-    finished = (run_dir / "metrics.json").is_file()
-    if not found and (trained or finished):
+    folder = RunFolder(run_dir)
+    if not folder.is_run():
+        raise UsageError(f"--resume {run_dir}: not a run folder (no {folder.CONFIG})")
+    stored = folder.read_config("resumed")
+    config = TrainConfig.from_dict(stored["settings"]).resolved()  # a run's config.json holds resolved settings
+    done, checkpoint = folder.latest_checkpoint()
+    trained = max(folder.read_state().get("epochs", 0), len(folder.read_history()))
+    finished = folder.metrics_file.is_file()
+    if checkpoint is None and (trained or finished):
         raise UsageError(f"--resume {run_dir}: the run trained {trained or config.epochs} epoch(s) but its "
-                         f"checkpoints ({run_dir / 'checkpoints'}) are gone, so it cannot be continued; its "
-                         "model.keras and best.keras are kept. Start a new run to train again.")
+                         f"checkpoints ({folder.checkpoint_dir}) are gone, so it cannot be continued; its "
+                         f"{folder.FINAL} and {folder.BEST} are kept. Start a new run to train again.")
     finished = finished and done >= config.epochs
     if epochs is not None:
         least = config.epochs + 1 if finished else done + 1
@@ -111,20 +109,21 @@ def _choose_backend(name):
 
 
 def _start(config, stored=None):
-    """Chooses the backend (the one place a run does), then runs the trainer.
+    """Chooses the backend (the one place a run does), then runs the trainer on the resolved config.
 
     Keras's global dtype policy and distribution are restored afterwards, so a
     caller's later models are not built under this run's settings.
     """
+    console.ensure_setup()
     _choose_backend(config.backend)
-    keras = backend.load_keras()
+    keras = backend.load_keras()  # quietly: TensorFlow's C++ start-up lines are not ours
     with backend.held_interrupt():  # Ctrl-C acts once the imports are done (see load_keras)
         from alexnet import trainer  # imports Keras: only now that the backend is chosen
 
     policy, distribution = keras.config.dtype_policy(), keras.distribution.distribution()
     try:
-        run_dir, metrics = trainer.run(config, stored)
-        return Run(Path(run_dir), metrics)
+        folder, metrics = trainer.run(config, stored)
+        return Run(folder.path, metrics)
     finally:
         keras.config.set_dtype_policy(policy)
         keras.distribution.set_distribution(distribution)

@@ -29,10 +29,9 @@ def peak_rss_mb():
 
 def training_split(data):
     """The 45,000 training images of the tutorial's split, as uint8 arrays."""
-    from alexnet.data import load_dataset
-    from alexnet.splits import make_splits
+    from alexnet.splits import load_splits
 
-    splits = make_splits(load_dataset(str(data)), val_size=5000, seed=0)
+    splits = load_splits(str(data), val_size=5000, seed=0)
     return splits.x_train, splits.y_train
 
 

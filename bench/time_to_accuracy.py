@@ -31,7 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from run import cpu_name  # bench/run.py, beside this script
+from run import cpu_name  # bench/run.py, beside this script (it puts the checkout on sys.path)
+
+from alexnet.runs import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "time_to_accuracy.json"
@@ -125,10 +127,8 @@ def run_one(name, seed, data, out, extra=()):
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{name} seed {seed} failed (exit {done.returncode}); see {log}")
-    with open(run_dir / "history.csv", newline="") as f:
-        history = list(csv.DictReader(f))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())
+    folder = RunFolder(run_dir)
+    history, metrics, config = folder.read_history(), folder.read_metrics(), folder.read_config()
     test_seconds = sum(float(row["test_seconds"]) for row in history)
     curve, spent = [], 0.0
     for row in history:  # where each epoch ended on the command's clock, per-epoch test passes taken out
@@ -162,7 +162,7 @@ from alexnet.models import build_model
 speed = speed_settings()
 keras.config.set_dtype_policy(speed["dtype_policy"])
 size = int(sys.argv[1])
-config = TrainConfig.from_flags({{"recipe": "cpu", "image_size": size, "batch_size": {batch_size}}})
+config = TrainConfig(recipe="cpu", image_size=size, batch_size={batch_size})
 model = build_model("alexnet", input_shape=(32, 32, 3), num_classes=10, image_size=size,
                     augmentation=recipes.augmentation("cpu", 0))
 recipes.compile_model(model, config, steps_per_epoch=100)

@@ -50,3 +50,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cifar_slice" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _console():
+    """The console handler the CLI installs, so that tests see the lines a user sees (capsys, capfd)."""
+    from alexnet import console
+
+    console.setup()
+    yield

@@ -107,3 +107,19 @@ def test_native_log_lines_are_dropped_and_everything_else_passes(capfd):
         os.write(2, b"\rbar 100%\n")
     err = capfd.readouterr().err
     assert err == "alexnet: error: a line of ours\nsecond line\n\rbar 50%\rbar 100%\n"
+
+
+def test_jit_asked_on_torch_is_off_and_said_once(monkeypatch, capsys):
+    import keras
+
+    from alexnet import backend
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    monkeypatch.setattr(backend, "gpu_count", lambda: 0)
+    monkeypatch.setitem(backend._said, "torch_jit", False)
+    assert backend.speed_settings(jit=None)["jit"] is False
+    assert capsys.readouterr().err == ""  # not asked: nothing to say
+    assert backend.speed_settings(jit=True)["jit"] is False
+    assert backend.speed_settings(jit=True)["jit"] is False
+    err = capsys.readouterr().err
+    assert err.count("note: --jit has no effect on the torch backend") == 1, err

@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 from helpers import event_steps
 
-from alexnet.callbacks import Checkpoints, EpochLog, trim_logs
-from alexnet.runs import latest_checkpoint, read_state
+from alexnet import callbacks
+from alexnet.callbacks import Checkpoints, EpochLog, StopOnInterrupt, TimeEstimate, in_order, trim_logs
+from alexnet.runs import RunFolder
 
 
 def _tiny_model():
@@ -18,7 +19,7 @@ def _tiny_model():
 
 
 def test_epoch_log_writes_each_epoch_and_trim_drops_the_ones_after_a_checkpoint(tmp_path):
-    log = EpochLog(tmp_path, train_images=100)
+    log = EpochLog(RunFolder(tmp_path), train_images=100)
     log.set_model(_tiny_model())
     for epoch in range(4):
         log.on_epoch_begin(epoch)
@@ -26,7 +27,7 @@ def test_epoch_log_writes_each_epoch_and_trim_drops_the_ones_after_a_checkpoint(
     log.on_train_end()
     assert event_steps(tmp_path / "logs" / "train", "epoch_loss") == [0, 1, 2, 3]
 
-    trim_logs(tmp_path, 2)  # resume from the checkpoint after epoch 2: epochs 2 and 3 run again
+    trim_logs(RunFolder(tmp_path), 2)  # resume from the checkpoint after epoch 2: epochs 2 and 3 run again
     with open(tmp_path / "history.csv", newline="") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
     assert event_steps(tmp_path / "logs" / "train", "epoch_loss") == [0, 1]
@@ -34,7 +35,7 @@ def test_epoch_log_writes_each_epoch_and_trim_drops_the_ones_after_a_checkpoint(
 
 
 def test_trim_survives_a_torn_event_file(tmp_path):
-    log = EpochLog(tmp_path, train_images=100)
+    log = EpochLog(RunFolder(tmp_path), train_images=100)
     log.set_model(_tiny_model())
     for epoch in range(3):
         log.on_epoch_begin(epoch)
@@ -44,13 +45,13 @@ def test_trim_survives_a_torn_event_file(tmp_path):
     events.write_bytes(events.read_bytes()[:-7])  # the crash cut the last record (epoch 2's learning rate) short
     with pytest.raises(tf.errors.DataLossError):
         event_steps(tmp_path / "logs" / "train", "epoch_loss")
-    trim_logs(tmp_path, 3)
+    trim_logs(RunFolder(tmp_path), 3)
     assert event_steps(tmp_path / "logs" / "train", "epoch_loss") == [0, 1, 2]  # readable again, whole records kept
     assert event_steps(tmp_path / "logs" / "train", "epoch_learning_rate") == [0, 1]
 
 
 def test_checkpoints_keep_the_last_and_the_best_and_skip_nan(tmp_path):
-    callback = Checkpoints(tmp_path)
+    callback = Checkpoints(RunFolder(tmp_path))
     model = _tiny_model()
     callback.set_model(model)
     callback.on_epoch_end(0, {"loss": 1.0, "val_accuracy": 0.5})
@@ -62,8 +63,8 @@ def test_checkpoints_keep_the_last_and_the_best_and_skip_nan(tmp_path):
     callback.on_epoch_end(4, {"loss": 0.8, "val_accuracy": 0.45})  # saved; the oldest checkpoint goes
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "epoch-0004.keras", "epoch-0005.keras", "state.json"]  # the newest two, to fall back on
-    assert latest_checkpoint(tmp_path)[0] == 5
-    assert read_state(tmp_path) == {"epochs": 5, "best_val_accuracy": 0.5}
+    assert RunFolder(tmp_path).latest_checkpoint()[0] == 5
+    assert RunFolder(tmp_path).read_state() == {"epochs": 5, "best_val_accuracy": 0.5}
     best = keras.saving.load_model(tmp_path / "best.keras")
     for got, expected in zip(best.get_weights(), best_weights):
         np.testing.assert_array_equal(got, expected)
@@ -74,5 +75,15 @@ def test_latest_checkpoint_ignores_half_written_files(tmp_path):
     folder.mkdir()
     (folder / "epoch-0003.keras").write_bytes(b"x")
     (folder / ".epoch-0004.tmp123.keras").write_bytes(b"partial")
-    assert latest_checkpoint(tmp_path) == (3, folder / "epoch-0003.keras")
-    assert latest_checkpoint(tmp_path / "nowhere") == (0, None)
+    assert RunFolder(tmp_path).latest_checkpoint() == (3, folder / "epoch-0003.keras")
+    assert RunFolder(tmp_path / "nowhere").latest_checkpoint() == (0, None)
+
+
+def test_callbacks_run_in_the_order_their_work_needs(tmp_path):
+    folder = RunFolder(tmp_path)
+    stop, test, log = StopOnInterrupt(None), callbacks.TestEachEpoch(None), EpochLog(folder, 1)
+    nan, estimate, checkpoints = keras.callbacks.TerminateOnNaN(), TimeEstimate(1, "cpu"), Checkpoints(folder)
+    ordered = in_order([stop, nan, checkpoints, estimate, log, test])
+    assert ordered.index(test) < ordered.index(log) < ordered.index(checkpoints)  # logs complete, then saved
+    assert ordered[-1] is stop  # after the epoch's checkpoint
+    assert ordered.index(nan) < ordered.index(estimate)  # the others keep the order given

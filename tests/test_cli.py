@@ -211,18 +211,24 @@ def test_keras_backend_variable_naming_a_missing_backend(tmp_path):
 
 
 def test_evaluate_on_other_data_keeps_the_runs_own_report(trained_run, cifar_slice, tmp_path, capsys):
-    """The run's evaluation/ (its own test split) is never replaced by a report on other data."""
+    """evaluation/ holds the report of the run's own test split and is never replaced by another one."""
     import shutil
 
     other = tmp_path / "only-test"
     shutil.copytree(cifar_slice / "test", other / "test")  # evaluation needs no train/ folder
-    assert main(["evaluate", str(trained_run), "--out", str(tmp_path / "own")]) == 0
+    assert main(["evaluate", str(trained_run)]) == 0  # the run's own split (--limit-test 200): evaluation/
+    own = json.loads((trained_run / "evaluation" / "report.json").read_text())
+    assert own["test_images"] == 200
+    assert main(["evaluate", str(trained_run), "--data", str(cifar_slice)]) == 0  # all of its data: another split
+    whole = json.loads((trained_run / f"evaluation-{cifar_slice.name}" / "report.json").read_text())
+    assert whole["test_images"] == 300
+    assert main(["evaluate", str(trained_run), "--limit-test", "100"]) == 0  # another sample of its data
+    assert json.loads((trained_run / f"evaluation-{cifar_slice.name}-100" / "report.json").read_text())[
+        "test_images"] == 100
     assert main(["evaluate", str(trained_run / "best.keras"), "--data", str(other), "--limit-test", "40"]) == 0
     assert "on 40 images" in capsys.readouterr().out
-    report = json.loads((trained_run / "evaluation-only-test" / "report.json").read_text())
-    assert report["test_images"] == 40
-    assert not (trained_run / "evaluation" / "report.json").exists() or \
-        json.loads((trained_run / "evaluation" / "report.json").read_text())["test_images"] == 200
+    assert json.loads((trained_run / "evaluation-only-test-40" / "report.json").read_text())["test_images"] == 40
+    assert json.loads((trained_run / "evaluation" / "report.json").read_text()) == own
 
 
 def test_config_records_the_code_that_made_the_run(trained_run):
@@ -252,3 +258,54 @@ def test_keras_backend_variable_with_an_unknown_name():
     assert result.stderr.strip().splitlines() == [
         "alexnet: error: KERAS_BACKEND=nonsense is not a backend alexnet runs on; set it to one of "
         "tensorflow, jax, torch, or unset it (TensorFlow is the default)"]
+
+
+@pytest.mark.parametrize("argv", [["--debug", "train", "--data", "/does/not/exist"],
+                                  ["train", "--data", "/does/not/exist", "--debug"]])  # global flags anywhere
+def test_debug_adds_the_traceback_and_keeps_the_exit_status(argv, capsys):
+    assert main(argv) == 2  # a usage error, with or without --debug
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "UsageError" in err
+    assert err.strip().splitlines()[-1] == ("alexnet: error: --data: no such file or folder: /does/not/exist. Give "
+                                            "'cifar10' or an image folder, a cifar-10-batches-py folder or an "
+                                            "archive of one.")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_shows_warnings_and_errors_only(where, tmp_path, capsys):
+    from data_helpers import make_image_folder
+
+    folder = make_image_folder(tmp_path / "shapes")
+    (folder / "train" / "cat" / "broken.png").write_bytes(b"not a png")  # a warning
+    command = ["samples", "--data", str(folder), "--out", str(tmp_path / "grid.png"), "--count", "4"]
+    assert main(["--quiet", *command] if where == "before" else [*command, "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and (tmp_path / "grid.png").is_file()  # no "Wrote ...", no progress
+    assert "warning: 1 file(s) could not be read as images" in captured.err
+    assert main(command) == 0
+    assert f"Wrote {tmp_path / 'grid.png'}" in capsys.readouterr().out
+
+
+def test_train_help_gives_each_recipes_defaults_and_the_validation_rule(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: the recipe's: tutorial 50, fast 30, cpu 4)" in text  # --epochs
+    assert "(default: the recipe's: tutorial 227, fast 227, cpu 67)" in text  # --image-size
+    assert "10% of the training images, at most 5,000" in text and "default: 5000" not in text  # --val-size
+    assert "every default is the tutorial's" not in text
+
+
+def test_strategy_errors_name_only_what_runs():
+    from alexnet.choices import strategies_on
+    from alexnet.distribute import plan
+    from alexnet.errors import UsageError
+
+    import keras
+
+    backend = keras.backend.backend()
+    other = "data-parallel" if backend != "jax" else "mirrored"
+    with pytest.raises(UsageError, match=f"--strategy {other} does not exist on the {backend} backend") as caught:
+        plan(other)
+    assert "multiworker" not in str(caught.value)  # refused everywhere, never offered
+    assert "multiworker" not in strategies_on(backend) and "auto" in strategies_on(backend)

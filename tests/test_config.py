@@ -1,10 +1,12 @@
 """TrainConfig: the recipe's defaults under the user's flags, validation that needs no data, config.json round trip."""
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
+from alexnet import recipes
 from alexnet.config import TrainConfig
 from alexnet.errors import UsageError
 
@@ -35,11 +37,29 @@ def test_validate_needs_no_keras():
 
 
 def test_from_flags_fills_the_recipe_and_scales_its_learning_rate():
-    config = TrainConfig.from_flags({"recipe": "cpu", "batch_size": 128})
+    config = TrainConfig.from_flags({"recipe": "cpu", "batch_size": 128}).resolved()
     assert (config.image_size, config.epochs, config.tta) == (67, 4, True)
     assert config.lr == pytest.approx(0.05 * 128 / 256)
-    assert TrainConfig.from_flags({"recipe": "cpu", "batch_size": 128, "lr": 0.3}).lr == 0.3
+    assert TrainConfig.from_flags({"recipe": "cpu", "batch_size": 128, "lr": 0.3}).resolved().lr == 0.3
     assert TrainConfig.from_flags({}) == TrainConfig()  # the tutorial's settings
+    assert (TrainConfig().resolved().epochs, TrainConfig().resolved().lr) == (50, 0.001)
+
+
+@pytest.mark.parametrize("name", sorted(recipes.RECIPES))
+def test_the_recipe_is_the_one_source_of_its_defaults_however_the_config_is_built(name):
+    recipe = recipes.RECIPES[name]
+    direct = TrainConfig(recipe=name)
+    assert direct == TrainConfig.from_flags({"recipe": name})
+    replaced = dataclasses.replace(TrainConfig(), recipe=name)  # built from the tutorial's config
+    for config in (direct, replaced, direct.validate()):
+        resolved = config.resolved()
+        assert (resolved.epochs, resolved.batch_size, resolved.image_size, resolved.tta) == \
+            (recipe.epochs, recipe.batch_size, recipe.image_size, recipe.tta), config
+        assert resolved.lr == pytest.approx(recipe.default_lr(recipe.batch_size))
+    halved = dataclasses.replace(direct, batch_size=recipe.batch_size // 2).resolved()
+    assert halved.lr == pytest.approx(recipe.default_lr(recipe.batch_size // 2))  # the rule follows the batch
+    given = dataclasses.replace(direct, epochs=3, tta=False).resolved()
+    assert (given.epochs, given.tta) == (3, False)  # what the user gives wins
 
 
 def test_config_json_round_trip_and_unknown_keys():

@@ -1,15 +1,28 @@
-"""prediction.py's own behaviour, without training: where class names come from."""
+"""prediction.py's own behaviour, without training: where class names come from, what a target must be."""
 
 import json
 
-from alexnet.prediction import class_names_for
+import pytest
+
+from alexnet.errors import UsageError
+from alexnet.prediction import class_names_for, predict
+from alexnet.runs import resolve_target
 
 
 def test_class_names_come_from_the_run_folder_that_holds_the_model(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"settings": {}, "data": {"class_names": ["cat", "dog"]}}))
-    assert class_names_for(run / "model.keras", 2) == ["cat", "dog"]
-    assert class_names_for(run / "checkpoints" / "epoch-0001.keras", 2) == ["cat", "dog"]
-    assert class_names_for(run / "model.keras", 3) == ["0", "1", "2"]  # names that do not fit the model: numbers
-    assert class_names_for(tmp_path / "elsewhere" / "model.keras", 2) == ["0", "1"]
+    for model in (run / "model.keras", run / "checkpoints" / "epoch-0001.keras", tmp_path / "elsewhere.keras"):
+        model.write_bytes(b"x")
+    home = lambda model: resolve_target(model).home  # noqa: E731
+    assert class_names_for(home(run / "model.keras"), 2) == ["cat", "dog"]
+    assert class_names_for(home(run / "checkpoints" / "epoch-0001.keras"), 2) == ["cat", "dog"]
+    assert class_names_for(home(run / "model.keras"), 3) == ["0", "1", "2"]  # names that do not fit: numbers
+    assert class_names_for(home(tmp_path / "elsewhere.keras"), 2) == ["0", "1"]
+
+
+def test_predict_on_a_folder_that_is_not_a_run_says_so(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(UsageError, match="is not a run folder .no config.json.; give a run folder or a .keras file"):
+        predict(tmp_path / "photos", [tmp_path / "cat.jpg"])

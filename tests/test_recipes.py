@@ -1,5 +1,6 @@
 import json
 
+import keras
 import numpy as np
 import pytest
 
@@ -18,7 +19,7 @@ from alexnet.models import alexnet
     ({"recipe": "fast", "epochs": 5}, {"epochs": 5, "batch_size": 512}),
 ])
 def test_recipe_defaults_and_the_flags_that_override_them(given, expected):
-    config = TrainConfig.from_flags(given)
+    config = TrainConfig.from_flags(given).resolved()
     for key, value in expected.items():
         assert getattr(config, key) == pytest.approx(value), key
 
@@ -37,7 +38,7 @@ def test_augmentation_is_active_in_training_only():
 
 
 def test_fast_recipe_compiles_with_smoothing_schedule_and_momentum():
-    config = TrainConfig.from_flags({"recipe": "fast", "epochs": 10, "batch_size": 64})
+    config = TrainConfig(recipe="fast", epochs=10, batch_size=64).resolved()
     model = recipes.compile_model(alexnet(image_size=67), config, steps_per_epoch=100)
     optimizer = model.optimizer
     assert optimizer.nesterov and optimizer.momentum == 0.9 and optimizer.weight_decay == 5e-4
@@ -74,17 +75,24 @@ def test_cpu_recipe_runs_learns_and_reports_test_time_augmentation(cifar_slice, 
 
 @pytest.mark.parametrize("name", sorted(recipes.RECIPES))
 def test_every_recipe_is_described_and_compiles(name):
-    config = TrainConfig.from_flags({"recipe": name, "epochs": 3})
+    recipe = recipes.RECIPES[name]
+    config = TrainConfig(recipe=name, epochs=3).resolved()
     described = recipes.describe(name, config.batch_size, config.lr)
     assert {"optimizer", "schedule", "augmentation", "test_time_augmentation"} <= set(described)
     model = recipes.compile_model(alexnet(image_size=67, augmentation=recipes.augmentation(name, 0)), config, 10)
-    assert model.optimizer is not None
-    assert (recipes.augmentation(name, 0) is None) == (recipes.RECIPES[name].shift == 0 and
-                                                       not recipes.RECIPES[name].flip)
+    optimizer = model.optimizer  # compiled as the recipe says
+    assert (optimizer.momentum, optimizer.nesterov) == (recipe.momentum, recipe.nesterov)
+    assert (optimizer.weight_decay or 0.0) == recipe.weight_decay
+    first_lr = config.lr / 10 if recipe.warmup_epochs else config.lr
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(first_lr)
+    loss = model.loss.get_config()
+    assert loss.get("label_smoothing", 0.0) == recipe.label_smoothing
+    assert ("Sparse" in type(model.loss).__name__) == (not recipe.one_hot)
+    assert (recipes.augmentation(name, 0) is None) == (recipe.shift == 0 and not recipe.flip)
 
 
 def test_cpu_recipe_warms_up_for_half_an_epoch():
-    config = TrainConfig.from_flags({"recipe": "cpu", "epochs": 4, "batch_size": 64})
+    config = TrainConfig(recipe="cpu", epochs=4, batch_size=64).resolved()
     assert (config.image_size, config.epochs, config.tta) == (67, 4, True)
     model = recipes.compile_model(alexnet(image_size=67), config, steps_per_epoch=100)
     schedule = model.optimizer._learning_rate

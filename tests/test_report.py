@@ -1,7 +1,9 @@
+import keras
 import numpy as np
 import pytest
 
-from alexnet.report import classification_metrics
+from alexnet.report import classification_metrics, summary_lines, tta_probabilities, write_report
+from alexnet.runs import metrics_from_report
 
 
 def test_metrics_of_a_known_case():
@@ -32,8 +34,6 @@ def test_top5_with_ten_classes():
 
 
 def test_test_time_augmentation_averages_an_image_and_its_mirror():
-    import keras
-
     from alexnet.report import predict_probabilities
 
     # A model that is not mirror-symmetric: softmax over the first row's 4 pixels (channel 0).
@@ -42,7 +42,33 @@ def test_test_time_augmentation_averages_an_image_and_its_mirror():
     model = keras.Model(inputs, outputs)
     images = np.random.default_rng(0).integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)
     plain = predict_probabilities(model, images, batch_size=4)
-    mirrored = predict_probabilities(model, images[:, :, ::-1], batch_size=4)
-    averaged = predict_probabilities(model, images, batch_size=4, tta=True)
+    mirrored = predict_probabilities(model, np.ascontiguousarray(images[:, :, ::-1]), batch_size=4)
     assert not np.allclose(plain, mirrored)
-    np.testing.assert_allclose(averaged, (plain + mirrored) / 2, rtol=1e-6)
+    np.testing.assert_allclose(predict_probabilities(model, images, batch_size=4, mirror=True), mirrored)
+    np.testing.assert_allclose(tta_probabilities(model, images, plain, batch_size=4), (plain + mirrored) / 2,
+                               rtol=1e-6)
+
+
+def test_a_report_with_test_time_augmentation_predicts_each_image_twice_not_three_times(tmp_path):
+    inputs = keras.Input((4, 4, 3), dtype="uint8")
+    model = keras.Model(inputs, keras.layers.Softmax()(keras.ops.cast(inputs[:, 0, :, 0], "float32") / 64))
+    calls = []
+    real = model.predict
+    model.predict = lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs)
+    images = np.random.default_rng(0).integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)
+    report = write_report(model, images, np.array([0, 1, 2, 3, 0, 1]), list("abcd"), tmp_path, tta=True)
+    assert len(calls) == 2  # the images, then their mirrors
+    expected = (real(images, verbose=0) + real(np.ascontiguousarray(images[:, :, ::-1]), verbose=0)) / 2
+    assert report["tta"]["top1_accuracy"] == pytest.approx(np.mean(expected.argmax(1) == [0, 1, 2, 3, 0, 1]))
+
+
+@pytest.mark.parametrize("classes,k", [(2, 2), (3, 3), (5, 5), (10, 5)])
+def test_top_k_is_named_and_never_null_whatever_the_number_of_classes(classes, k):
+    rng = np.random.default_rng(classes)
+    report = classification_metrics(rng.dirichlet(np.ones(classes), size=20), rng.integers(0, classes, 20),
+                                    [str(i) for i in range(classes)])
+    assert report["top_k"] == k and 0 <= report[f"top{k}_accuracy"] <= 1
+    metrics = metrics_from_report(report, epochs=1)  # what metrics.json holds
+    assert metrics["top_k"] == k and metrics[f"test_top{k}_accuracy"] == report[f"top{k}_accuracy"]
+    assert None not in metrics.values()
+    assert summary_lines(report)[0].startswith(f"Test accuracy {report['top1_accuracy']:.4f}, top-{k} ")

@@ -1,0 +1,229 @@
+"""Image folders (train/<class>/*, test/<class>/*): decoded once to uint8 arrays, then read from the cache."""
+
+import collections
+import concurrent.futures
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from alexnet import console
+from alexnet.data.cache import _folder_key, _read_cache, _write_cache, writable_cache_dir
+from alexnet.data.dataset import Dataset
+from alexnet.data.images import _image_size, decode_image
+from alexnet.errors import AlexnetError, UsageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+MAX_STORED_SIDE = 256  # default cap on the longer side of stored images (pixels): photos would fill memory
+
+
+def load_image_folder(root, storage_size=None, strict=False, test_only=False):
+    """Loads an image-folder dataset (train/<class>/*, test/<class>/*) into uint8 arrays.
+
+    Every image becomes RGB (grayscale replicated, transparency composited on
+    white) and is resized to one storage size: `storage_size`, or else the most
+    common size in the folder. Decoded arrays are cached (see `cache_dir`).
+
+    Raises:
+        UsageError: If the layout is wrong (no train/ or test/, empty class
+            folders, differing class lists, a single class).
+        AlexnetError: With strict=True, if a file cannot be decoded.
+    """
+    root = Path(root)
+    class_names, paths, labels, parts = _list_files(root, test_only)
+    # The key uses the size as asked ("auto" for None), so a cached folder loads without reading any image.
+    key = _folder_key(paths, storage_size)
+    cached = _cache_folder(key)
+    dataset = _look_up_cache(cached, key, class_names, root)
+    if dataset is not None:
+        _report_skipped(dataset.skipped, strict)
+        return dataset
+    size = _storage_size(paths, storage_size, root)
+    _check_memory(len(paths), size, root)
+    images = _decode_all(paths, size, root)
+    skipped = [r for r in images if isinstance(r, str)]
+    _report_skipped(skipped, strict)
+    arrays = _assemble(images, labels, parts, size, root, test_only)
+    if cached is not None:
+        _write_cache(cached, arrays, {"key": key, "class_names": class_names, "skipped": skipped, "root": str(root)})
+    return Dataset(**arrays, class_names=class_names, source=str(root), skipped=skipped)
+
+
+# --- The steps of load_image_folder, in order ------------------------------------------
+
+
+def _list_files(root, test_only):
+    """The class names, and every image file (train, then test; by class) with its label and part."""
+    train_files, test_files = _list_parts(root, test_only)
+    class_names = sorted(train_files)
+    paths, labels, parts = [], [], []
+    for part, files in (("train", train_files), ("test", test_files)):
+        for label, name in enumerate(class_names):
+            paths += files[name]
+            labels += [label] * len(files[name])
+            parts += [part] * len(files[name])
+    return class_names, paths, labels, parts
+
+
+def _list_parts(root, test_only):
+    """{class name: [image paths]} of train/ and of test/, checked to hold the same two or more classes."""
+    test_files = _list_images(root, "test")
+    if test_only and not (root / "train").is_dir():  # evaluation reads test/ alone
+        train_files = {name: [] for name in test_files}
+    else:
+        train_files = _list_images(root, "train")
+    if sorted(train_files) != sorted(test_files):
+        only_train = sorted(set(train_files) - set(test_files))
+        only_test = sorted(set(test_files) - set(train_files))
+        raise UsageError(f"--data: train/ and test/ of {root} have different classes "
+                         f"(only in train: {only_train or 'none'}; only in test: {only_test or 'none'})")
+    class_names = sorted(train_files)
+    if len(class_names) < 2:
+        raise UsageError(f"--data: {root} holds a single class ({class_names[0]}); classification needs two or more")
+    return train_files, test_files
+
+
+def _list_images(root, part):
+    """Returns {class name: [image paths]} for root/part/<class>/*, checking the layout."""
+    folder = root / part
+    if not folder.is_dir():
+        raise UsageError(f"--data: {root} has no {part}/ folder. An image folder holds "
+                         "train/<class>/* and test/<class>/*.")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise UsageError(f"--data: {folder} holds no class folders (expected {part}/<class>/*)")
+    files = {}
+    for name in classes:
+        files[name] = sorted(p for p in (folder / name).iterdir()
+                             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files[name]:
+            raise UsageError(f"--data: class folder {folder / name} holds no image files "
+                             f"({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def _cache_folder(key):
+    """Where the decoded folder with this key is cached; None without a writable cache."""
+    cache = writable_cache_dir()
+    return cache / f"folder-{key}" if cache is not None else None
+
+
+def _look_up_cache(cached, key, class_names, root):
+    """The dataset from its cache folder; None if there is none, or it was damaged (then removed)."""
+    if cached is None or not cached.is_dir():
+        return None
+    return _read_cache(cached, key, class_names, root)
+
+
+def _storage_size(paths, storage_size, root):
+    """(height, width) to store images at: as asked, else the most common size, capped at MAX_STORED_SIDE."""
+    if storage_size is not None:
+        return tuple(int(s) for s in storage_size)
+    sizes = [s for s in _parallel_map(_image_size, paths, f"Reading image sizes in {root}") if s is not None]
+    if not sizes:
+        raise AlexnetError(f"--data: none of the {len(paths)} files in {root} is a readable image")
+    size = tuple(int(s) for s in collections.Counter(sizes).most_common(1)[0][0])
+    if max(size) > MAX_STORED_SIDE:  # photos: keep memory bounded
+        scale = MAX_STORED_SIDE / max(size)
+        capped = tuple(max(1, round(side * scale)) for side in size)
+        console.note(log, f"the most common image size in {root} is {size[0]}x{size[1]}; storing images at "
+                          f"{capped[0]}x{capped[1]} (longer side {MAX_STORED_SIDE}; --storage-size sets another)")
+        size = capped
+    return size
+
+
+def _available_memory():
+    """Bytes of memory available now (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(count, size, root):
+    """Says how much memory the stored images take; refuses, with advice, when that is more than is free.
+
+    Decoding holds each image once in a list and once in the stacked array, so the peak is about twice this.
+    """
+    needed = count * size[0] * size[1] * 3
+    if needed >= 256 * 2 ** 20:
+        console.note(log, f"{count} images at {size[0]}x{size[1]} take {needed / 2 ** 30:.1f} GB in memory")
+    available = _available_memory()
+    if available is not None and 2 * needed > available:
+        raise UsageError(f"--data: storing {count} images of {root} at {size[0]}x{size[1]} needs about "
+                         f"{2 * needed / 2 ** 30:.1f} GB while decoding, more than the {available / 2 ** 30:.1f} GB "
+                         "available; give a smaller --storage-size (AlexNet resizes to --image-size anyway) "
+                         "or fewer images")
+
+
+def _decode_all(paths, size, root):
+    """Each file decoded at size: a uint8 (H, W, 3) array, or for an unreadable file a line that says why."""
+
+    def decode(path):
+        try:
+            return decode_image(path, size)
+        except Exception as error:  # PIL raises many types for bad files
+            return f"{path}: {type(error).__name__}: {error}"
+
+    return _parallel_map(decode, paths, f"Decoding {len(paths)} images in {root} (cached for next time)")
+
+
+def _report_skipped(skipped, strict):
+    """Warns about unreadable files, or fails with strict=True."""
+    if not skipped:
+        return
+    head = f"{len(skipped)} file(s) could not be read as images"
+    listing = "; ".join(skipped[:10]) + (f"; and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+    if strict:
+        raise AlexnetError(f"--data: {head} (--strict): {listing}")
+    log.warning(f"{head} and were skipped: {listing}")
+
+
+def _assemble(images, labels, parts, size, root, test_only):
+    """The x_train, y_train, x_test and y_test arrays of the decoded images, the unreadable files left out."""
+    keep = [not isinstance(r, str) for r in images]
+    arrays = {}
+    for part in ("train", "test"):
+        chosen = [i for i, (p, k) in enumerate(zip(parts, keep)) if p == part and k]
+        if not chosen and part == "train" and test_only:
+            arrays["x_train"] = np.zeros((0, *size, 3), dtype=np.uint8)
+            arrays["y_train"] = np.zeros((0,), dtype=np.int64)
+            continue
+        if not chosen:
+            raise AlexnetError(f"--data: no readable images left in {root / part}")
+        arrays[f"x_{part}"] = np.stack([images[i] for i in chosen])
+        arrays[f"y_{part}"] = np.asarray([labels[i] for i in chosen], dtype=np.int64)
+    return arrays
+
+
+# --- Decoding many files at once --------------------------------------------------------
+
+
+def _progress(total, label):
+    """Logs label and returns a Keras progress bar over total images."""
+    import keras
+
+    log.info(label)
+    # A bar on a terminal; into a file or a pipe, one line when done (the bar's redraws would fill logs);
+    # none when quiet.
+    return keras.utils.Progbar(total, unit_name="image", verbose=console.keras_verbosity())
+
+
+def _parallel_map(function, items, label):
+    """Maps over items on a thread pool (PIL releases the GIL while decoding), with a progress bar."""
+    results = [None] * len(items)
+    bar = _progress(len(items), label) if len(items) >= 2000 else None
+    workers = min(32, (os.cpu_count() or 1) * 2)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for done, (i, result) in enumerate(pool.map(lambda ix: (ix[0], function(ix[1])), enumerate(items)), 1):
+            results[i] = result
+            if bar is not None and (done % max(1, len(items) // 50) == 0 or done == len(items)):
+                bar.update(done)
+    return results

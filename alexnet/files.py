@@ -1,0 +1,59 @@
+"""Files written so that a crash leaves the old one or the new one, never a torn one."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from alexnet.errors import UsageError
+
+
+def write_atomic(path, data):
+    """Writes text or bytes to a temporary file beside `path`, then renames it over `path`.
+
+    A crash leaves either the old file or the new one, never a truncated one.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UsageError(f"cannot write {path}: the folder {path.parent} does not exist")
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json(path, obj):
+    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def atomic_target(path):
+    """A temporary path beside `path` with the same suffix, for writers that need a file name.
+
+    Hidden, with ".tmp" in its name: `RunFolder.remove_stale_temporaries` finds what a killed process left.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+
+
+def save_model_atomic(model, path):
+    """Saves a Keras model to a temporary file beside `path` and renames it into place."""
+    tmp = atomic_target(path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,83 @@
+import os
+
+import numpy as np
+import pytest
+
+from alexnet.data import image_folder
+from alexnet.errors import AlexnetError, UsageError
+from data_helpers import make_image_folder, save_image
+
+
+def test_image_folder_mixed_modes_and_sizes(tmp_path):
+    root = make_image_folder(tmp_path, per_class=2, size=(8, 8))
+    save_image(root / "train" / "cat" / "gray.png", np.full((8, 8), 77, dtype=np.uint8))  # L
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 255  # opaque red
+    rgba[0, 0, 3] = 0  # one transparent pixel
+    save_image(root / "train" / "dog" / "rgba.png", rgba)
+    save_image(root / "test" / "dog" / "big.jpg", np.full((20, 12, 3), 90, dtype=np.uint8))  # odd size
+
+    dataset = image_folder.load_image_folder(root)
+    assert dataset.class_names == ["cat", "dog"]
+    assert dataset.x_train.shape == (6, 8, 8, 3) and dataset.x_train.dtype == np.uint8
+    assert dataset.x_test.shape == (5, 8, 8, 3)  # the 20x12 image was resized to the common 8x8
+    assert dataset.y_train.tolist() == [0, 0, 0, 1, 1, 1]
+    gray = dataset.x_train[2]  # files sort as 0.png, 1.png, gray.png
+    assert np.all(gray == 77)
+    red = dataset.x_train[5]
+    assert red[1, 1].tolist() == [255, 0, 0]
+    assert red[0, 0].tolist() == [255, 255, 255]  # transparency composited on white
+    big = dataset.x_test[-1]
+    assert np.all(np.abs(big.astype(int) - 90) <= 2)
+
+
+def test_image_folder_storage_size_overrides_the_common_size(tmp_path):
+    dataset = image_folder.load_image_folder(make_image_folder(tmp_path, size=(8, 8)), storage_size=(5, 6))
+    assert dataset.x_train.shape[1:] == (5, 6, 3)
+
+
+def test_unreadable_files_are_skipped_with_a_warning_or_refused_when_strict(tmp_path, capsys):
+    root = make_image_folder(tmp_path)
+    (root / "train" / "cat" / "empty.jpg").write_bytes(b"")
+    (root / "train" / "dog" / "notes.png").write_text("not an image")
+    dataset = image_folder.load_image_folder(root)
+    assert len(dataset.x_train) == 6 and len(dataset.skipped) == 2
+    err = capsys.readouterr().err
+    assert "2 file(s) could not be read" in err and "empty.jpg" in err and "notes.png" in err
+    with pytest.raises(AlexnetError, match="--strict"):
+        image_folder.load_image_folder(root, strict=True)
+
+
+@pytest.mark.parametrize("breakage,message", [
+    (lambda root: os.rename(root / "train", root / "training"), "no train/ folder"),
+    (lambda root: os.rename(root / "test" / "dog", root / "test" / "wolf"), "different classes"),
+    (lambda root: [p.unlink() for p in (root / "train" / "dog").iterdir()], "holds no image files"),
+])
+def test_bad_layouts_are_usage_errors(tmp_path, breakage, message):
+    root = make_image_folder(tmp_path)
+    breakage(root)
+    with pytest.raises(UsageError, match=message):
+        image_folder.load_image_folder(root)
+
+
+def test_single_class_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="single class"):
+        image_folder.load_image_folder(make_image_folder(tmp_path, classes=("cat",)))
+
+
+def test_large_photos_are_stored_at_a_capped_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_image_folder(tmp_path / "src", per_class=2, size=(600, 400))
+    dataset = image_folder.load_image_folder(root)
+    assert dataset.x_train.shape[1:] == (256, 171, 3)  # the longer side capped at 256, the aspect kept
+    assert "storing images at 256x171" in capsys.readouterr().err
+    assert image_folder.load_image_folder(root, storage_size=(300, 200)).x_train.shape[1:] == (300, 200, 3)  # as asked
+
+
+def test_more_than_the_available_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(image_folder, "_available_memory", lambda: 1_000)  # 12 images of 8x8x3 need 2 x 2,304 bytes
+    monkeypatch.setattr(image_folder, "decode_image", lambda *a: pytest.fail("decoded despite the refusal"))
+    with pytest.raises(UsageError, match="needs about .* GB while decoding, more than the .* available; "
+                                         "give a smaller --storage-size"):
+        image_folder.load_image_folder(make_image_folder(tmp_path / "src"))

@@ -1,0 +1,52 @@
+"""Which modules may load Keras when imported: the rule that the backend is chosen before Keras loads.
+
+The CLI, the config, the recipes and the run folders are read before the backend is chosen, so only the
+modules that build or train models import Keras (or a backend) at their top; every other module, and the
+package itself, must not load it, directly or through the modules it imports.
+"""
+
+import ast
+from pathlib import Path
+
+import alexnet
+
+PACKAGE = Path(alexnet.__file__).resolve().parent
+BACKEND_MODULES = {"keras", "tensorflow", "jax", "torch"}
+# Imported only once the backend is chosen (by alexnet.training, the CLI's commands, or the user's own code).
+MAY_IMPORT_KERAS = {"alexnet.layers", "alexnet.models", "alexnet.pipeline", "alexnet.callbacks", "alexnet.trainer"}
+
+
+def _module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _top_level_imports(path):
+    """The modules a file imports at its top level (function-local imports run later, after the choice)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from alexnet import runs`
+    return names
+
+
+MODULES = {_module_name(path): _top_level_imports(path) for path in PACKAGE.rglob("*.py")}
+
+
+def _loads_keras(name, seen=()):
+    imports = MODULES.get(name, set())
+    if any(i.split(".")[0] in BACKEND_MODULES for i in imports):
+        return True
+    inner = {i for i in imports if i in MODULES and i != name and i not in seen}
+    parents = {".".join(name.split(".")[:k]) for k in range(1, name.count(".") + 1)}  # a package's __init__ runs
+    return any(_loads_keras(i, (*seen, name)) for i in inner | (parents & set(MODULES)))
+
+
+def test_only_the_model_building_modules_load_keras():
+    loading = {name for name in MODULES if _loads_keras(name)}
+    assert loading <= MAY_IMPORT_KERAS, sorted(loading - MAY_IMPORT_KERAS)
+    assert {"alexnet.models", "alexnet.trainer"} <= loading  # the rule is checked, not vacuous
+    assert "alexnet" not in loading and "alexnet.cli" not in loading and "alexnet.config" not in loading
