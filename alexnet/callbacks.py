@@ -20,6 +20,7 @@ import time
 import keras
 
 from alexnet.backend import tensorflow
+from alexnet.errors import AlexnetError
 from alexnet.files import atomic_target, save_model_atomic
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,43 @@ class Checkpoints(keras.callbacks.Callback):
         self.folder.write_state(epoch + 1, self.best_accuracy)
         for _, old in self.folder.checkpoints()[KEEP_CHECKPOINTS:]:
             old.unlink(missing_ok=True)
+
+
+def restore(model, state):
+    """Loads the newest checkpoint of `state` that loads into `model` (weights and optimizer); returns its epoch.
+
+    A checkpoint that does not load (truncated by a crash or a disk error) is
+    renamed to `*.damaged`, kept for inspection, and the one before is tried.
+    """
+    model.optimizer.build(model.trainable_variables)
+    for epoch, path in state.checkpoints():
+        try:
+            model.load_weights(path)
+        except Exception as error:  # Keras raises many types for a damaged zip or h5 file
+            damaged = path.with_name(path.name + ".damaged")
+            try:
+                os.replace(path, damaged)
+            except FileNotFoundError:  # another process of a multi-process job set it aside first
+                pass
+            log.warning(f"checkpoint {path} does not load ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0] if str(error) else 'no detail'}); kept aside as {damaged.name}")
+            continue
+        log.info(f"Resuming after epoch {epoch} from {path}")
+        return epoch
+    kept = state.damaged_checkpoints()
+    if kept:
+        raise AlexnetError(f"no checkpoint of {state} loads ({', '.join(kept)} kept aside); "
+                           "the run cannot be continued: start a new run")
+    return 0
+
+
+def best_val_accuracy(state):
+    """The best validation accuracy so far: from checkpoints/state.json, else history.csv, else none (-1)."""
+    best = state.read_state().get("best_val_accuracy")
+    if isinstance(best, (int, float)):
+        return float(best)
+    values = [row.get("val_accuracy", math.nan) for row in state.read_history()]
+    return max([v for v in values if math.isfinite(v)], default=-1.0)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -223,17 +261,30 @@ class TestEachEpoch(keras.callbacks.Callback):
 
     ORDER = 0  # before EpochLog, which writes what it adds
 
-    def __init__(self, test_data):
+    def __init__(self, test_data, steps=None):
         super().__init__()
-        self.test_data = test_data
+        self.test_data, self.steps = test_data, steps
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             started = time.perf_counter()
-            results = self.model.evaluate(self.test_data, verbose=0, return_dict=True)
+            results = self.model.evaluate(self.test_data, steps=self.steps, verbose=0, return_dict=True)
             logs["test_accuracy"] = results["accuracy"]
             logs["test_seconds"] = time.perf_counter() - started  # benchmarks subtract it from their wall-clock
             logs["finished_at"] = time.time()  # Unix time: where the epoch falls in a benchmark's wall-clock
+
+
+class SkippedFileCount(keras.callbacks.Callback):
+    """Says at the end of each epoch how many streamed files could not be read (each was named as it came)."""
+
+    def __init__(self, skips):
+        super().__init__()
+        self.skips = skips  # streaming.SkippedFiles
+
+    def on_epoch_end(self, epoch, logs=None):
+        count = self.skips.counts.get(epoch, 0)
+        if count:
+            log.warning(f"{count} file(s) could not be read in epoch {epoch + 1} and were skipped")
 
 
 class DeferredInterrupt:

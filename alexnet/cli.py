@@ -106,6 +106,10 @@ def build_parser():
                        help="size images are stored at before the model resizes them "
                             "(default: the source's own, for folders the most common size)")
     train.add_argument("--strict", action="store_true", help="unreadable image files are an error, not skipped")
+    train.add_argument("--stream", action=argparse.BooleanOptionalAction,
+                       help="image folders: read the files from disk as training goes (tf.data on TensorFlow, "
+                            "Grain on JAX and PyTorch), one shard per process, instead of decoding them into "
+                            "memory (default: stream a folder whose decoded images would not fit in memory)")
     train.add_argument("--run-dir", help="the run's folder (default: runs/<timestamp>-<model>)")
     train.add_argument("--overwrite", action="store_true", help="let --run-dir replace a folder that holds a run")
     train.add_argument("--recipe", choices=list(RECIPES),

@@ -31,6 +31,7 @@ class TrainConfig:
     limit_test: Optional[int] = None  # cap on test images (a seeded random sample)
     storage_size: Optional[tuple] = None  # (height, width) of stored images; None: the source's own
     strict: bool = False  # unreadable image files are an error instead of skipped
+    stream: Optional[bool] = None  # image folders: stream from disk; None: when the decoded images would not fit
     run_dir: Optional[str] = None  # the run's folder; None: runs/<timestamp>-<model>
     overwrite: bool = False  # allow --run-dir to name a folder that holds another run
     backend: Optional[str] = None  # Keras backend; None: $KERAS_BACKEND, else tensorflow

@@ -82,7 +82,7 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
     config = target.run.settings("evaluated") if target.run else None
     model = load_model(target.model_file)
     own = data is None and (limit_test is None or (config is not None and limit_test == config.limit_test))
-    images, labels, class_names, data = test_split(model, config, data, limit_test)
+    images, labels, class_names, data = test_split(model, target.run, data, limit_test)
     if out:
         out = Path(out)
     elif target.run is not None and own:  # evaluation/ holds the report of the run's own test split, nothing else
@@ -94,40 +94,55 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
     return {**metrics, "out": str(out)}
 
 
-def test_split(model, config, data=None, limit_test=None):
+def test_split(model, run, data=None, limit_test=None):
     """The images a model is tested on: its run's own test split, or the test part of `data`.
 
     Without `data`, the run's test split exactly as in training (source, seed, and its --limit-test unless
     `limit_test` is given); with `data`, the test part of that source stored at the size the model takes,
-    all of it or a seeded sample of `limit_test` images.
+    all of it or a seeded sample of `limit_test` images. A run that streamed its data is tested on its files
+    the way it validated (for a cropping recipe: the centre crop), and so is data too large for memory.
 
     Args:
         model: the loaded model (its input size and classes are checked against the data).
-        config: the run's TrainConfig, or None for a bare model file.
+        run: the run's RunFolder, or None for a bare model file.
         data: a `--data` value, or None for the run's own.
         limit_test: a cap on test images.
 
     Returns:
-        (images, labels, class_names, data): uint8 images and their labels, and the `--data` value used.
+        (images, labels, class_names, data): uint8 images (or a `report.StreamedImages`) and their labels,
+        and the `--data` value used.
 
     Raises:
         UsageError: For a bare model file without `data`, or data whose image size or classes do not fit.
     """
-    if data is None and config is None:
+    from alexnet import recipes, streaming
+    from alexnet.data import FileIndex
+    from alexnet.report import StreamedImages
+
+    if data is None and run is None:
         raise UsageError("--data is needed to evaluate a bare model file (or give the run folder instead)")
+    config = run.settings("evaluated") if run is not None else None
+    streamed = bool(run is not None and run.read_config("evaluated").get("data", {}).get("streamed"))
+    recipe = recipes.get(config.recipe if config else "tutorial")
+    crops = streamed and recipe.crop == "random-resized"
     seed = config.seed if config else 0
     if data is None:
         data, limit_test = config.data, config.limit_test if limit_test is None else limit_test
     # A run's own data loads as it did in training (so the decoded-data cache is reused); other data is
     # stored at the size the model takes.
     same_source = config is not None and data == config.data
-    splits = load_splits(data, seed=seed, limit_test=limit_test, test_only=True,
-                         storage_size=config.storage_size if same_source else tuple(model.input_shape[1:3]),
+    size = tuple(model.input_shape[1:3])
+    splits = load_splits(data, seed=seed, limit_test=limit_test, test_only=True, stream=True if streamed else None,
+                         storage_size=config.storage_size if same_source else (None if crops else size),
                          strict=config.strict if config else False)
-    if splits.x_test.shape[1:3] != tuple(model.input_shape[1:3]):
-        raise UsageError(f"the model takes {model.input_shape[1]}x{model.input_shape[2]} images but {data} "
-                         f"holds {splits.x_test.shape[1]}x{splits.x_test.shape[2]}")
     classes = model.output_shape[-1]
     if classes != len(splits.class_names):
         raise UsageError(f"the model predicts {classes} classes but {data} has {len(splits.class_names)}")
+    if isinstance(splits.x_test, FileIndex):
+        transform = streaming.transforms(recipe, size, size[0])[1] if crops else streaming.Transform(size)
+        return (StreamedImages(splits.x_test, transform, config.strict if config else False), splits.y_test,
+                splits.class_names, data)
+    if splits.x_test.shape[1:3] != size:
+        raise UsageError(f"the model takes {model.input_shape[1]}x{model.input_shape[2]} images but {data} "
+                         f"holds {splits.x_test.shape[1]}x{splits.x_test.shape[2]}")
     return splits.x_test, splits.y_test, splits.class_names, data

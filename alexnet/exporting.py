@@ -82,7 +82,7 @@ def export(target, format="savedmodel", out=None, data=None, check_images=256, t
     if out is not None and not Path(out).parent.is_dir():
         raise UsageError(f"--out {out}: the folder {Path(out).parent} does not exist")
     out = Path(out) if out else default_path(target, spec)
-    images = check_set(model, target.run.settings("exported") if target.run else None, data, check_images)
+    images = check_set(model, target.run, data, check_images)
     made = not out.parent.exists()
     out.parent.mkdir(exist_ok=True)  # a run's export/ folder, made once there is something to write
     try:
@@ -173,13 +173,18 @@ def default_path(target, spec):
     return target.model_file.with_name(target.model_file.stem + (spec.suffix or "_savedmodel"))
 
 
-def check_set(model, config, data, count):
-    """uint8 images for the check: `count` test images of `data` or of the run, else seeded random ones."""
-    if data is None and config is None:
+def check_set(model, run, data, count):
+    """uint8 images for the check: `count` test images of `data` or of the run (a RunFolder), else random ones."""
+    if data is None and run is None:
         console.note(log, f"no --data for a bare model file: the check uses {count} random images; give --data "
                           "to check on real ones")
         return np.random.default_rng(0).integers(0, 256, (count, *model.input_shape[1:]), dtype=np.uint8)
-    return test_split(model, config, data, limit_test=count)[0]
+    images = test_split(model, run, data, limit_test=count)[0]
+    if isinstance(images, np.ndarray):
+        return images
+    from alexnet.streaming import decoded  # a streamed test split: its first files, decoded
+
+    return decoded(images.index, range(min(count, len(images))), images.transform)
 
 
 def compare(expected, outputs, tolerance):

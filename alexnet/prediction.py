@@ -14,6 +14,22 @@ def class_names_for(home, classes):
     return [str(i) for i in range(classes)]
 
 
+def _decoder(home, size):
+    """How a file becomes the model's input: as the run evaluated its streamed files (the centre crop of a
+    cropping recipe), else the whole image resized, as in memory."""
+    from alexnet import recipes, streaming
+    from alexnet.data import decode_image
+
+    stored = home.read_config("used for predictions") if home is not None else {}
+    recipe = recipes.get(stored.get("settings", {}).get("recipe", "tutorial"))
+    if stored.get("data", {}).get("streamed") and recipe.crop == "random-resized":
+        transform = streaming.transforms(recipe, size, size[0])[1]
+        from alexnet.stream_grain import decode_transformed
+
+        return lambda file: decode_transformed(file, transform)
+    return lambda file: decode_image(file, size)
+
+
 def predict(target, images, top_k=3):
     """Predicts the top-k classes of each image file.
 
@@ -30,7 +46,6 @@ def predict(target, images, top_k=3):
         UsageError: If `target` is neither a run folder nor a model file, or the run holds no model yet.
         AlexnetError: If the model file cannot be loaded.
     """
-    from alexnet.data import decode_image
     from alexnet.evaluation import load_model
     from alexnet.runs import resolve_target
 
@@ -40,11 +55,12 @@ def predict(target, images, top_k=3):
     height, width = model.input_shape[1:3]
     classes = model.output_shape[-1]
     names = class_names_for(target.home, classes)
+    decode = _decoder(target.home, (height, width))
     top_k = max(1, min(top_k, classes))
     results, decoded = [], []
     for file in images:
         try:
-            decoded.append(decode_image(file, (height, width)))
+            decoded.append(decode(file))
             results.append({"file": str(file)})
         except Exception as error:  # PIL raises many types; the other files are still answered
             results.append({"file": str(file), "error": f"not a readable image ({type(error).__name__}: {error})"})

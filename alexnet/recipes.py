@@ -43,9 +43,18 @@ class Recipe:
     weight_decay: float = 0.0  # decoupled, not on biases or normalization
     warmup_epochs: float = 0.0  # linear warm-up from lr/10 (epochs, fractions allowed); 0: constant lr
     cosine: bool = False  # cosine decay to 0 over the steps after the warm-up
+    lr_drops: tuple = ()  # fractions of the run's epochs after which the learning rate is divided by 10
     label_smoothing: float = 0.0
     shift: float = 0.0  # random translation, a fraction of the stored side (1/8: 4 px at 32x32)
     flip: bool = False  # random horizontal flips
+    # Streamed image folders: "resize" (the whole image to the storage size; shift and flip in the model), or
+    # "random-resized" (full-size photos: the pipeline crops crop_area of the area at an aspect ratio in
+    # crop_ratio, resized to the input, and flips; evaluation resizes the shorter side to size / center_crop
+    # and takes the centre crop). In-memory data is always "resize".
+    crop: str = "resize"
+    crop_area: tuple = (0.08, 1.0)  # fractions of the image's area
+    crop_ratio: tuple = (3 / 4, 4 / 3)  # width / height
+    center_crop: float = 0.875  # torchvision's 224 of 256
     tta: bool = False  # the final report also averages each test image's and its mirror's predictions
 
     @property
@@ -85,6 +94,11 @@ RECIPES = {
     # warm-up matched two epochs, peak lr 0.05 per 256 beat 0.1.
     "cpu": dataclasses.replace(_FAST, about="fast for a small CPU (about 10 min on 2 cores); give it the epochs "
                                       "your time allows", epochs=4, batch_size=256, image_size=67, warmup_epochs=0.5),
+    # The paper's training (Krizhevsky et al. 2012, section 5), with torchvision's fixed drops: SGD momentum 0.9,
+    # weight decay 5e-4, batch 128 at 0.01 (scaled linearly), lr / 10 at epochs 30, 60, 80 of 90.
+    "imagenet": Recipe(about="the paper's ImageNet training, for streamed photo folders", epochs=90, batch_size=128,
+                       image_size=227, lr_per_256=0.02, momentum=0.9, weight_decay=5e-4,
+                       lr_drops=(30 / 90, 60 / 90, 80 / 90), flip=True, crop="random-resized"),
 }
 
 
@@ -96,7 +110,10 @@ def get(name):
 def describe(name, batch_size, lr):
     """What the recipe does, for config.json and the console."""
     recipe = get(name)
-    if recipe.warmup_epochs or recipe.cosine:
+    if recipe.lr_drops:
+        schedule = (f"{lr:g}, divided by 10 after " + ", ".join(f"{f:.3g}" for f in recipe.lr_drops)
+                    + " of the epochs (30, 60 and 80 of 90)")
+    elif recipe.warmup_epochs or recipe.cosine:
         schedule = (f"linear warm-up {recipe.warmup_epochs:g} epochs from {lr / 10:g} to {lr:g}"
                     f"{', then cosine decay to 0' if recipe.cosine else ''}")
     else:
@@ -106,6 +123,10 @@ def describe(name, batch_size, lr):
     if recipe.weight_decay:
         optimizer += f", weight decay {recipe.weight_decay:g}"
     augmentation = [f"random translation +-{recipe.shift:g} of the side (zero = image mean)"] * bool(recipe.shift)
+    if recipe.crop == "random-resized":
+        augmentation.append(f"streamed folders: random-resized crop ({recipe.crop_area[0]:g}-{recipe.crop_area[1]:g} of "
+                            f"the area, aspect {recipe.crop_ratio[0]:.3g}-{recipe.crop_ratio[1]:.3g}); evaluation: "
+                            f"resize, centre crop {recipe.center_crop:g}")
     augmentation += ["horizontal flip"] * recipe.flip
     described = {"optimizer": optimizer, "schedule": schedule, "label_smoothing": recipe.label_smoothing,
                  "augmentation": ", ".join(augmentation) or "none",
@@ -130,6 +151,10 @@ def learning_rate(recipe, lr, total_steps, steps_per_epoch):
     """The learning rate, or its schedule over `total_steps`, for a recipe peaking at `lr`."""
     import keras
 
+    if recipe.lr_drops:  # steps: lr, lr/10, lr/100, ... at the given fractions of the run
+        boundaries = [max(1, round(fraction * total_steps)) for fraction in recipe.lr_drops]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            boundaries, [lr / 10 ** k for k in range(len(boundaries) + 1)])
     if not (recipe.warmup_epochs or recipe.cosine):
         return lr
     warmup = min(total_steps - 1, round(recipe.warmup_epochs * steps_per_epoch))

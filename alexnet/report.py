@@ -20,16 +20,16 @@ def predict_probabilities(model, images, batch_size=256, mirror=False):
 
     With mirror=True, of each image's mirror (left-right): test-time
     augmentation averages those with the images' own (`tta_probabilities`).
+    A `StreamedImages` is read from disk: then (probabilities, rows read).
     """
+    if isinstance(images, StreamedImages):
+        return images.predict(model, batch_size, mirror)
     from alexnet.pipeline import make_dataset
-
-    import keras
 
     count = len(images)
     if mirror:
         images = np.ascontiguousarray(images[:, :, ::-1])
-    distribution = keras.distribution.distribution()
-    devices = len(distribution.device_mesh.devices.reshape(-1)) if distribution is not None else 1
+    devices = _devices()
     pad = (-count) % devices  # a data-parallel model splits each batch over its devices: pad, then drop
     if pad:
         images = np.concatenate([images, np.repeat(images[:1], pad, axis=0)])
@@ -38,10 +38,63 @@ def predict_probabilities(model, images, batch_size=256, mirror=False):
     return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)[:count]
 
 
+def _devices():
+    """Devices a data-parallel model splits each batch over (1 without a distribution)."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    return len(distribution.device_mesh.devices.reshape(-1)) if distribution is not None else 1
+
+
 def tta_probabilities(model, images, plain, batch_size=256):
     """Test-time augmentation with the flip the fast recipes train with: the images' probabilities (`plain`,
     already computed) averaged with their mirrors'. One pass over the images, not two."""
-    return (plain + predict_probabilities(model, images, batch_size, mirror=True)) / 2
+    mirrored = predict_probabilities(model, images, batch_size, mirror=True)
+    if isinstance(images, StreamedImages):
+        mirrored = mirrored[0]
+    return (plain + mirrored) / 2
+
+
+class StreamedImages:
+    """A streamed test split for the report: its files (a FileIndex), the evaluation transform, and strictness.
+
+    Indexing gives decoded images (for the pictures of mistakes); `predict`
+    streams them all through the model. A file that cannot be read is left
+    out of the figures, with a warning.
+    """
+
+    def __init__(self, index, transform, strict=False):
+        self.index, self.transform, self.strict = index, transform, strict
+        self.rows = np.arange(len(index))  # the rows the last prediction read (all but skipped files)
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, i):
+        from alexnet.streaming import decoded
+
+        return decoded(self.index, [self.rows[i]], self.transform)[0]
+
+    def predict(self, model, batch_size, mirror=False):
+        """(probabilities of the rows read, those rows)."""
+        import dataclasses
+
+        from alexnet import order
+        from alexnet.streaming import SkippedFiles, evaluation_stream
+
+        n, skips, devices = len(self.index), SkippedFiles(self.strict), _devices()
+        batch_size = max(devices, batch_size // devices * devices)
+        transform = dataclasses.replace(self.transform, mirror=True) if mirror else self.transform
+        stream = evaluation_stream(self.index, np.zeros(n, np.int64), batch_size, shard=(0, 1), transform=transform,
+                                   num_classes=None, skips=skips, replicas=devices)
+        steps = order.evaluation_steps(n, batch_size, devices)
+        outputs = np.asarray(model.predict(stream, steps=steps, verbose=0), dtype=np.float64)
+        rows = np.setdiff1d(np.arange(n), sorted(skips.rows[-1]))
+        # Padding comes last. tf.data drops a file it cannot read; Grain keeps its place (weight 0).
+        padding = (-n) % devices
+        outputs = outputs[:n][rows] if len(outputs) - padding == n else outputs[:len(rows)]
+        self.rows = rows
+        return outputs, rows
 
 
 def classification_metrics(probabilities, labels, class_names):
@@ -159,13 +212,18 @@ def write_report(model, images, labels, class_names, out_dir, log_dir=None, step
 
     With tta=True the report also holds, under "tta", the figures of the
     predictions averaged over each image and its mirror; the other figures
-    are always those of the images alone.
+    are always those of the images alone. `images` is a uint8 array, or a
+    `StreamedImages` read from disk.
 
     Returns:
         The metrics dict (also in report.json).
     """
     out_dir = Path(out_dir)
     probabilities = predict_probabilities(model, images, batch_size)
+    labels = np.asarray(labels)
+    if isinstance(images, StreamedImages):  # files that could not be read are left out
+        probabilities, rows = probabilities
+        labels = labels[rows]
     metrics = classification_metrics(probabilities, labels, class_names)
     if tta:
         averaged = classification_metrics(tta_probabilities(model, images, probabilities, batch_size), labels,

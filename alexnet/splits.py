@@ -3,11 +3,12 @@
 import dataclasses
 import hashlib
 import logging
+from typing import Optional
 
 import numpy as np
 
 from alexnet import console
-from alexnet.data import load_dataset
+from alexnet.data import FileIndex, load_dataset
 from alexnet.errors import AlexnetError, UsageError
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class Splits:
     train_index: np.ndarray  # rows of the source's training images
     val_index: np.ndarray  # rows of the source's training images
     test_index: np.ndarray  # rows of the source's test images
-    test_duplicates: int = 0  # test images that also appear, pixel for pixel, in train or validation
+    test_duplicates: Optional[int] = 0  # test images also in train or validation, pixel for pixel (None: streamed)
     source: str = ""  # what was loaded (data.Dataset.source)
     skipped: list = dataclasses.field(default_factory=list)  # unreadable files left out of the source
 
@@ -100,7 +101,7 @@ def make_splits(dataset, val_size=None, seed=0, limit_train=None, limit_test=Non
 
 
 def load_splits(data="cifar10", val_size=None, seed=42, limit_train=None, limit_test=None, storage_size=None,
-                strict=False, test_only=False):
+                strict=False, test_only=False, stream=None):
     """Loads a dataset and splits it: the one way training, evaluation, export and the benchmarks get splits.
 
     Args:
@@ -114,6 +115,8 @@ def load_splits(data="cifar10", val_size=None, seed=42, limit_train=None, limit_
         strict: unreadable image files are an error instead of skipped.
         test_only: only the test split is needed (evaluation): train and validation are empty, and an
             image folder may lack train/.
+        stream: image folders: True streams from disk (the splits hold `FileIndex`es), False decodes into
+            memory, None streams what would not fit.
 
     Returns:
         The `Splits`: uint8 images and int64 labels of train, validation and test, and the class names.
@@ -122,7 +125,7 @@ def load_splits(data="cifar10", val_size=None, seed=42, limit_train=None, limit_
         UsageError: If the path holds no dataset or the sizes do not fit it.
         AlexnetError: If the data cannot be read, or the splits overlap.
     """
-    dataset = load_dataset(data, storage_size=storage_size, strict=strict, test_only=test_only)
+    dataset = load_dataset(data, storage_size=storage_size, strict=strict, test_only=test_only, stream=stream)
     return make_splits(dataset, val_size=val_size, seed=seed, limit_train=limit_train, limit_test=limit_test,
                        test_only=test_only)
 
@@ -131,7 +134,7 @@ def splits_for(config, test_only=False):
     """The splits of a run's settings (a TrainConfig), as `alexnet train` makes them."""
     return load_splits(config.data, val_size=config.val_size, seed=config.seed, limit_train=config.limit_train,
                        limit_test=config.limit_test, storage_size=config.storage_size, strict=config.strict,
-                       test_only=test_only)
+                       test_only=test_only, stream=config.stream)
 
 
 def test_indices(n_test, seed=0, limit_test=None):
@@ -155,9 +158,14 @@ def check_disjoint(splits, max_test_duplicates=0.01):
     repeats the training one, and the test figures would be meaningless: that
     is an error.
 
+    Streamed splits (`FileIndex`) are disjoint by their files, and not compared
+    pixel for pixel (that would read every file): None.
+
     Raises:
         AlexnetError: If the test images largely repeat the training images.
     """
+    if isinstance(splits.x_test, FileIndex):
+        return None
     seen = {_digest(image) for part in (splits.x_train, splits.x_val) for image in part}
     duplicates = sum(_digest(image) in seen for image in splits.x_test)
     if duplicates > max_test_duplicates * max(1, len(splits.x_test)):

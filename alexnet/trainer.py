@@ -14,25 +14,28 @@ in the order things happen:
 import dataclasses
 import logging
 import math
-import os
 import shutil
 import tempfile
 from typing import Optional
 
 import keras
 
-from alexnet import console, plots, recipes
+import numpy as np
+
+from alexnet import console, order, plots, recipes, streaming
 from alexnet.backend import speed_settings
-from alexnet.callbacks import (TEST_EACH_EPOCH_COLUMNS, Checkpoints, DeferredInterrupt, EpochLog, StopOnInterrupt,
-                               TestEachEpoch, TimeEstimate, in_order, trim_logs)
+from alexnet.callbacks import (TEST_EACH_EPOCH_COLUMNS, Checkpoints, DeferredInterrupt, EpochLog, SkippedFileCount,
+                               StopOnInterrupt, TestEachEpoch, TimeEstimate, best_val_accuracy, in_order, restore,
+                               trim_logs)
 from alexnet.config import TrainConfig
+from alexnet.data import FileIndex
 from alexnet.distribute import Plan, initialize_processes, plan
 from alexnet.environment import environment
 from alexnet.errors import AlexnetError, Interrupted, UsageError
 from alexnet.files import save_model_atomic
+from alexnet.feeding import fit_data
 from alexnet.models import build_model
-from alexnet.pipeline import make_dataset
-from alexnet.report import summary_lines, write_report
+from alexnet.report import StreamedImages, summary_lines, write_report
 from alexnet.runs import REPORT_MD, RunFolder, metrics_from_report
 from alexnet.splits import Splits, splits_for
 
@@ -68,10 +71,29 @@ class Job:
     state: RunFolder  # the run folder whose checkpoints this process resumes from
     stored: Optional[dict]  # a resumed run's config.json; None for a new run
     interrupt: DeferredInterrupt  # Ctrl-C, recorded; acted on at safe points
+    skips: streaming.SkippedFiles  # streamed files that could not be read, by epoch
 
     @property
     def resumed(self):
         return self.stored is not None
+
+    @property
+    def streamed(self):  # the splits are files on disk (FileIndex), not arrays
+        return isinstance(self.splits.x_train, FileIndex)
+
+    @property
+    def transforms(self):  # (training, evaluation) streaming.Transform of a streamed run
+        return streaming.transforms(recipes.get(self.config.recipe), self.splits.x_train.size, self.config.image_size)
+
+    @property
+    def input_shape(self):  # what the model takes: the stored images, or the pipeline's crops
+        return (*self.transforms[0].size, 3) if self.streamed else tuple(self.splits.x_train.shape[1:])
+
+    @property
+    def steps_per_epoch(self):  # a stream reads whole global batches (alexnet.order); arrays end with a short one
+        if self.streamed:
+            return order.steps_per_epoch(len(self.splits.x_train), self.global_batch)
+        return recipes.steps_per_epoch(len(self.splits.x_train), self.global_batch)
 
     @property
     def global_batch(self):  # images per step, all replicas together
@@ -128,7 +150,8 @@ def _prepare(config, stored, interrupt):
         folder.lock()
     else:
         folder = state = RunFolder.create(config.run_dir, config.model, overwrite=config.overwrite)
-    job = Job(config, speed, distribution, deterministic, splits, folder, state, stored, interrupt)
+    job = Job(config, speed, distribution, deterministic, splits, folder, state, stored, interrupt,
+              streaming.SkippedFiles(config.strict))
     if distribution.is_chief and stored is None:
         try:
             _write_new_run(job)
@@ -143,16 +166,26 @@ def _write_new_run(job):
     config, splits = job.config, job.splits
     data = {
         "source": splits.source, "class_names": splits.class_names,
-        "image_shape": list(splits.x_train.shape[1:]), "train": len(splits.x_train),
+        "image_shape": list(job.input_shape), "train": len(splits.x_train),
         "validation": len(splits.x_val), "test": len(splits.x_test),
         "test_images_also_in_training": splits.test_duplicates, "skipped_files": len(splits.skipped),
+        "streamed": job.streamed,
     }
+    if job.streamed:
+        index = splits.x_train
+        data["index_bytes_per_image"] = round((index.nbytes + splits.y_train.nbytes) / max(1, len(index)), 1)
+        data["transforms"] = {"train": dataclasses.asdict(job.transforms[0]),
+                              "evaluation": dataclasses.asdict(job.transforms[1])}
     job.folder.write_config({
         "settings": config.to_dict(), "data": data,
         "recipe": recipes.describe(config.recipe, job.global_batch, job.global_lr),
         "distribution": job.distribution.describe(config.batch_size, config.lr),
         "speed": {**job.speed, "op_determinism": job.deterministic}, "environment": environment()})
-    plots.sample_grid(splits.x_train, splits.y_train, splits.class_names, job.folder.samples_file, seed=config.seed)
+    images, labels = splits.x_train, splits.y_train
+    if job.streamed:  # a few files decoded for the picture
+        rows = np.sort(np.random.default_rng(config.seed).choice(len(images), min(20, len(images)), replace=False))
+        images, labels = streaming.decoded(images, rows, job.transforms[1]), labels[rows]
+    plots.sample_grid(images, labels, splits.class_names, job.folder.samples_file, seed=config.seed)
 
 
 def _clean_up(job, error):
@@ -186,19 +219,20 @@ def _describe(job):
                  f"global batch {job.global_batch} ({config.batch_size} per replica), "
                  f"lr {job.global_lr:g} (linear scaling: {config.lr:g} x {distribution.replicas})")
     log.info(f"Data: {len(splits.x_train)} train, {len(splits.x_val)} validation, {len(splits.x_test)} test images "
-             f"of {'x'.join(map(str, splits.x_train.shape[1:]))} from {splits.source}")
+             f"of {'x'.join(map(str, job.input_shape))} from {splits.source}"
+             + (f" (streamed: {job.transforms[0].crop} for training)" if job.streamed else ""))
 
 
 def _build(job):
     """The compiled model, restored from the newest checkpoint that loads; returns (model, epochs done)."""
     config, splits = job.config, job.splits
     with job.distribution.scope():
-        model = build_model(config.model, input_shape=splits.x_train.shape[1:],
+        crops = job.streamed and job.transforms[0].crop == "random-resized"  # then the pipeline also flips
+        model = build_model(config.model, input_shape=job.input_shape,
                             num_classes=len(splits.class_names), image_size=config.image_size,
-                            augmentation=recipes.augmentation(config.recipe, config.seed))
-        recipes.compile_model(model, config, recipes.steps_per_epoch(len(splits.x_train), job.global_batch),
-                              jit=job.speed["jit"], lr=job.global_lr)
-        done = _restore(model, job.state) if job.resumed else 0
+                            augmentation=None if crops else recipes.augmentation(config.recipe, config.seed))
+        recipes.compile_model(model, config, job.steps_per_epoch, jit=job.speed["jit"], lr=job.global_lr)
+        done = restore(model, job.state) if job.resumed else 0
     if not job.resumed:
         if not console.quiet():
             model.summary(print_fn=lambda line, line_break=True: log.info(line))
@@ -220,64 +254,29 @@ def _commit_resume(job, done):
     job.folder.write_config({**job.stored, "settings": job.config.to_dict()})
 
 
-def _restore(model, state):
-    """Loads the newest checkpoint of `state` that loads into `model` (weights and optimizer); returns its epoch.
-
-    A checkpoint that does not load (truncated by a crash or a disk error) is
-    renamed to `*.damaged`, kept for inspection, and the one before is tried.
-    """
-    model.optimizer.build(model.trainable_variables)
-    for epoch, path in state.checkpoints():
-        try:
-            model.load_weights(path)
-        except Exception as error:  # Keras raises many types for a damaged zip or h5 file
-            damaged = path.with_name(path.name + ".damaged")
-            try:
-                os.replace(path, damaged)
-            except FileNotFoundError:  # another process of a multi-process job set it aside first
-                pass
-            log.warning(f"checkpoint {path} does not load ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0] if str(error) else 'no detail'}); kept aside as {damaged.name}")
-            continue
-        log.info(f"Resuming after epoch {epoch} from {path}")
-        return epoch
-    kept = state.damaged_checkpoints()
-    if kept:
-        raise AlexnetError(f"no checkpoint of {state} loads ({', '.join(kept)} kept aside); "
-                           "the run cannot be continued: start a new run")
-    return 0
-
-
-def _best_val_accuracy(state):
-    """The best validation accuracy so far: from checkpoints/state.json, else history.csv, else none (-1)."""
-    best = state.read_state().get("best_val_accuracy")
-    if isinstance(best, (int, float)):
-        return float(best)
-    values = [row.get("val_accuracy", math.nan) for row in state.read_history()]
-    return max([v for v in values if math.isfinite(v)], default=-1.0)
-
-
 def _fit(job, model, done):
-    config, splits, shard, replicas = job.config, job.splits, job.distribution.shard, job.distribution.replicas
-    classes = job.one_hot_classes
-    # A resumed run shuffles with another seed, so it does not replay the first epochs' orders.
-    train_data = make_dataset(splits.x_train, splits.y_train, job.global_batch, shuffle=True,
-                              seed=config.seed + done, num_classes=classes, shard=shard, replicas=replicas)
-    val_data = make_dataset(splits.x_val, splits.y_val, job.global_batch, num_classes=classes, shard=shard,
-                            replicas=replicas)
+    config, splits = job.config, job.splits
+    train_data, val_data, test_data, extra = fit_data(job, done)
     # Every process saves (others into their own temporary folder): with several JAX processes, saving
     # reads sharded arrays and takes all processes at once, so all must decide alike when to save
     # best.keras, from the same (the chief's) state.
     callbacks = [EpochLog(job.folder, len(splits.x_train), TEST_EACH_EPOCH_COLUMNS if config.test_each_epoch else []),
-                 Checkpoints(job.folder, _best_val_accuracy(job.state)), keras.callbacks.TerminateOnNaN(),
-                 TimeEstimate(config.epochs - done, job.speed["device"]), StopOnInterrupt(job.interrupt)]
+                 Checkpoints(job.folder, best_val_accuracy(job.state)), keras.callbacks.TerminateOnNaN(),
+                 TimeEstimate(config.epochs - done, job.speed["device"]), StopOnInterrupt(job.interrupt),
+                 SkippedFileCount(job.skips)]
     if config.test_each_epoch:  # benchmarks only
-        callbacks.append(TestEachEpoch(make_dataset(splits.x_test, splits.y_test, job.global_batch,
-                                                    num_classes=classes, shard=shard, replicas=replicas)))
+        callbacks.append(TestEachEpoch(test_data, order.evaluation_steps(
+            len(splits.x_test), job.global_batch, job.distribution.replicas) if job.streamed else None))
     try:
         history = model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done,
                             callbacks=in_order(callbacks), verbose=console.keras_verbosity(),
-                            shuffle=False)  # the pipeline shuffles
+                            shuffle=False, **extra)  # the pipeline shuffles
+    except AlexnetError:
+        raise
+    except Exception as error:  # tf.data raises a strict read error as its own error type
+        if streaming.STRICT_MARK not in str(error):
+            raise
+        raise AlexnetError(streaming.strict_message(str(error))) from None
     except KeyboardInterrupt:
         completed, _ = job.state.latest_checkpoint()
         if not completed:
@@ -326,7 +325,8 @@ def _finish(job, model):
     save_model_atomic(model, folder.final_model)  # every process: saving a sharded model is collective
     if job.distribution.shard[1] > 1:
         model = _local_copy(model)
-    report = write_report(model, splits.x_test, splits.y_test, splits.class_names, folder.path,
+    test = StreamedImages(splits.x_test, job.transforms[1], config.strict) if job.streamed else splits.x_test
+    report = write_report(model, test, splits.y_test, splits.class_names, folder.path,
                           log_dir=folder.log_dir("test"), step=config.epochs - 1, tta=config.tta)  # the last epoch
     metrics = metrics_from_report(report, config.epochs)
     folder.write_metrics(metrics)

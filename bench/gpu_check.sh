@@ -7,6 +7,7 @@
 #   bash bench/gpu_check.sh [extra `alexnet train` flags]
 # It prints the device, then per epoch: seconds, training images/s, validation and test accuracy,
 # and copies history.csv, metrics.json and report.md to $OUT (or /tmp/gpu-check).
+# Then the streamed path (Grain, files read from disk): the input pipeline's images/s alone, beside the step's.
 # Budget: keep the whole command under 8 minutes; the fast recipe's 30 epochs are sized for that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,9 @@ if [ "${1:-}" = "prepare" ]; then
   grep -qx '/.data/' .git/info/exclude 2>/dev/null || echo '/.data/' >> .git/info/exclude
   rm -rf .whl && mkdir -p .whl .data
   keras_version=$(python3 -c 'import keras; print(keras.__version__)' 2>/dev/null || echo 3.15.1)
-  for package in "keras==$keras_version" optree namex; do
+  # Grain (the JAX backend's streaming engine) and what it needs beyond JAX.
+  for package in "keras==$keras_version" optree namex grain array-record etils cloudpickle portpicker absl-py \
+      protobuf fsspec importlib_resources zipp typing_extensions; do
     python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
       --platform any -d .whl "$package"
@@ -55,3 +58,21 @@ metrics = json.load(open(f"{run}/metrics.json"))
 print(f"training {total:.0f} s for {len(rows)} epochs; final test accuracy {metrics['test_accuracy']:.4f}")
 EOF
 cp "$run/history.csv" "$run/metrics.json" "$run/report.md" "$run/config.json" "$out/"
+
+echo "streamed input pipeline (Grain, $($python3 -c 'import os; print(os.cpu_count())') cores):"
+$python3 - .data/cifar10-jpeg.tar.gz <<'EOF'
+import sys, time
+from alexnet import streaming
+from alexnet.splits import load_splits
+splits = load_splits(sys.argv[1], stream=True, seed=0)
+for crop, size in (("resize", (32, 32)), ("random-resized", (227, 227))):
+    stream = streaming.training_stream(splits.x_train, splits.y_train, 512, seed=0, first_epoch=0, epochs=1,
+                                       shard=(0, 1), transform=streaming.Transform(size, crop, flip=True),
+                                       num_classes=None, skips=streaming.SkippedFiles())
+    batches = iter(stream)
+    next(batches)  # the workers have started
+    started, count = time.perf_counter(), 0
+    for _, (images, _, _) in zip(range(40), batches):
+        count += len(images)
+    print(f"  {crop} to {size[0]}x{size[1]}: {count / (time.perf_counter() - started):.0f} images/s")
+EOF

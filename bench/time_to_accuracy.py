@@ -19,7 +19,6 @@ machine: no test suite or other work beside them.
 """
 
 import argparse
-import csv
 import datetime
 import importlib.metadata
 import json

@@ -47,3 +47,38 @@ def test_the_suite_keeps_sections_it_does_not_write_and_measured_gpu_figures():
 
 def test_a_placeholder_gpu_section_is_replaced():
     assert "Not measured yet" in run.merge(NEW.replace("new", "old"), NEW)
+
+
+def test_data_at_scale_writes_its_own_section_and_nothing_else(tmp_path, monkeypatch):
+    import json
+
+    import data_at_scale  # bench/data_at_scale.py
+
+    (tmp_path / "BENCHMARKS.md").write_text(OLD + "\n## Data at scale\n\nold scale figures\n\n## Later\n\nkept\n")
+    results = tmp_path / "results.json"
+    row = {"images": 1000, "stream": True, "load_seconds": 2.0, "images_per_s": 400.0, "peak_rss_mb": 2048.0,
+           "index_bytes_per_image": 33.0, "folder_images": 1000}
+    results.write_text(json.dumps({"scale": {"rows": [{**row, "load": "first"}, {**row, "load": "cached"}],
+                                             "steps": 30, "machine": "m", "versions": "v", "date": "d",
+                                             "command": "c"}}))
+    monkeypatch.setattr(data_at_scale, "ROOT", tmp_path)
+    monkeypatch.setattr(data_at_scale, "RESULTS", results)
+    data_at_scale.write()
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert text.startswith("# Benchmarks\n\nold intro") and "84% in 30 minutes" in text and "kept" in text
+    assert "old scale figures" not in text and text.count("## Data at scale") == 1
+    assert "| 1,000 | streamed | 2 | 2 | 400 | 2,048 | 33 |" in text
+
+
+def test_replicated_folders_are_hard_links_to_the_source(tmp_path, monkeypatch):
+    import data_at_scale
+
+    for name in ("train/cat/0001.jpg", "train/dog/0002.jpg", "test/cat/0003.jpg"):
+        (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / name).write_bytes(name.encode())
+    monkeypatch.setattr(data_at_scale, "WORK", tmp_path / "work")
+    folder = data_at_scale.replicated_folder(5, tmp_path / "src")
+    train = sorted((folder / "train").rglob("*.jpg"))
+    assert len(train) == 5 and len(list((folder / "test").rglob("*.jpg"))) == 1
+    assert {p.stat().st_ino for p in train} == {(tmp_path / "src" / n).stat().st_ino
+                                                for n in ("train/cat/0001.jpg", "train/dog/0002.jpg")}

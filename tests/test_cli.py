@@ -42,7 +42,7 @@ def test_train_writes_the_whole_run_folder(trained_run):
     config = json.loads((trained_run / "config.json").read_text())
     assert config["settings"]["epochs"] == 2 and config["settings"]["image_size"] == 67
     assert config["data"]["train"] == 450 and config["data"]["validation"] == 50 and config["data"]["test"] == 200
-    assert config["environment"]["backend"] == os.environ.get("KERAS_BACKEND", "tensorflow")
+    assert config["environment"]["backend"] == (os.environ.get("KERAS_BACKEND") or "tensorflow")
     assert config["environment"]["keras"]
     history = (trained_run / "history.csv").read_text().splitlines()
     assert history[0].split(",") == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds",
@@ -290,8 +290,8 @@ def test_train_help_gives_each_recipes_defaults_and_the_validation_rule(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: the recipe's: tutorial 50, fast 30, cpu 4)" in text  # --epochs
-    assert "(default: the recipe's: tutorial 227, fast 227, cpu 67)" in text  # --image-size
+    assert "(default: the recipe's: tutorial 50, fast 30, cpu 4, imagenet 90)" in text  # --epochs
+    assert "(default: the recipe's: tutorial 227, fast 227, cpu 67, imagenet 227)" in text  # --image-size
     assert "10% of the training images, at most 5,000" in text and "default: 5000" not in text  # --val-size
     assert "every default is the tutorial's" not in text
 

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from alexnet.data import image_folder
+from alexnet.data import FileIndex, image_folder
 from alexnet.errors import AlexnetError, UsageError
 from data_helpers import make_image_folder, save_image
 
@@ -74,10 +74,44 @@ def test_large_photos_are_stored_at_a_capped_size(tmp_path, monkeypatch, capsys)
     assert image_folder.load_image_folder(root, storage_size=(300, 200)).x_train.shape[1:] == (300, 200, 3)  # as asked
 
 
-def test_more_than_the_available_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+def test_more_than_the_available_memory_is_refused_without_streaming(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(image_folder, "_available_memory", lambda: 1_000)  # 12 images of 8x8x3 need 2 x 2,304 bytes
     monkeypatch.setattr(image_folder, "decode_image", lambda *a: pytest.fail("decoded despite the refusal"))
     with pytest.raises(UsageError, match="needs about .* GB while decoding, more than the .* available; "
-                                         "give a smaller --storage-size"):
-        image_folder.load_image_folder(make_image_folder(tmp_path / "src"))
+                                         "stream it from disk .--stream., give a smaller --storage-size"):
+        image_folder.load_image_folder(make_image_folder(tmp_path / "src"), stream=False)
+
+
+def test_a_folder_too_large_for_the_memory_budget_streams_and_its_index_is_cached(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("ALEXNET_MEMORY_BUDGET", "4K")  # 12 images of 8x8x3 need 2 x 2,304 bytes while decoding
+    monkeypatch.setattr(image_folder, "decode_image", lambda *a: pytest.fail("a streamed folder was decoded"))
+    folder = make_image_folder(tmp_path / "src")
+    dataset = image_folder.load_image_folder(folder)
+    assert isinstance(dataset.x_train, FileIndex) and isinstance(dataset.x_test, FileIndex)
+    assert (len(dataset.x_train), len(dataset.x_test), dataset.class_names) == (6, 6, ["cat", "dog"])
+    assert dataset.x_train.shape == (6, 8, 8, 3) and dataset.y_train.tolist() == [0, 0, 0, 1, 1, 1]
+    assert [dataset.x_train.path(i).parent.name for i in range(6)] == ["cat"] * 3 + ["dog"] * 3
+    captured = capsys.readouterr()
+    assert "note: 12 images of" in captured.err and "would not fit in memory" in captured.err
+    assert "the index takes" in captured.out and "bytes an image" in captured.out
+    monkeypatch.setattr(image_folder, "_list_files", lambda *a: pytest.fail("the cached index was not used"))
+    again = image_folder.load_image_folder(folder)
+    np.testing.assert_array_equal(again.x_train.paths, dataset.x_train.paths)
+
+
+def test_the_stream_flag_forces_either_way(tmp_path, monkeypatch):
+    from alexnet.data import load_dataset
+    from data_helpers import write_batches
+
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
+    folder = make_image_folder(tmp_path / "src")
+    assert isinstance(load_dataset(str(folder), stream=True).x_train, FileIndex)  # small, streamed all the same
+    assert isinstance(load_dataset(str(folder), stream=False).x_train, np.ndarray)
+    write_batches(tmp_path / "batches")
+    with pytest.raises(UsageError, match="--stream: the CIFAR batches in .* only image folders stream"):
+        load_dataset(str(tmp_path / "batches"), stream=True)
+    monkeypatch.setenv("ALEXNET_MEMORY_BUDGET", "lots")
+    with pytest.raises(UsageError, match="ALEXNET_MEMORY_BUDGET=lots is not a number of bytes"):
+        load_dataset(str(folder))

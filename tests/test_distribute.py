@@ -104,7 +104,8 @@ def _start_jax_processes(argv, tmp_path, count=2):
                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": str(count),
                "JAX_PROCESS_ID": str(index)}
         processes.append(subprocess.Popen([sys.executable, "-m", "alexnet", "train", *argv], env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                          start_new_session=True))  # its own group: a kill reaches its workers
     return processes
 
 
@@ -138,19 +139,22 @@ def test_jax_two_processes_on_localhost_and_only_the_chief_writes_the_run(cifar_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tmp0", "tmp1"]
 
 
-def test_jax_a_killed_process_then_both_restarted_resume_from_the_last_epoch(cifar_slice, tmp_path):
+@pytest.mark.parametrize("stream", [[], ["--stream"]], ids=["in-memory", "streamed"])
+def test_jax_a_killed_process_then_both_restarted_resume_from_the_last_epoch(stream, cifar_slice, tmp_path):
     _require_jax()
     run_dir = tmp_path / "run"
     argv = ["--data", str(cifar_slice), "--epochs", "4", *TINY, "--strategy", "data-parallel", "--batch-size", "16",
-            "--run-dir", str(run_dir)]
+            "--run-dir", str(run_dir), *stream]
     chief, other = _start_jax_processes(argv, tmp_path)
     deadline = time.monotonic() + 300
     while not (run_dir / "checkpoints" / "epoch-0002.keras").exists():
         assert chief.poll() is None and other.poll() is None, "a process ended early"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    other.send_signal(signal.SIGKILL)  # one process dies; the chief then waits on it in a collective,
-    chief.send_signal(signal.SIGKILL)  # so the job is stopped and restarted whole
+    # One process dies; the chief then waits on it in a collective, so the job is stopped and restarted whole.
+    # Each process is killed with its group, as a machine's end takes a streamed run's Grain workers with it.
+    for process in (other, chief):
+        os.killpg(process.pid, signal.SIGKILL)
     chief.wait(), other.wait()
     assert not (run_dir / "metrics.json").exists()
 
@@ -160,6 +164,7 @@ def test_jax_a_killed_process_then_both_restarted_resume_from_the_last_epoch(cif
     with open(run_dir / "history.csv", newline="") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2", "3"]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 4
+    assert json.loads((run_dir / "config.json").read_text())["data"]["streamed"] == bool(stream)
 
 
 UNEVEN = ["--epochs", "1", "--limit-train", "129", "--val-size", "33", "--limit-test", "65", "--image-size", "67",

@@ -13,7 +13,8 @@ import alexnet
 PACKAGE = Path(alexnet.__file__).resolve().parent
 BACKEND_MODULES = {"keras", "tensorflow", "jax", "torch"}
 # Imported only once the backend is chosen (by alexnet.training, the CLI's commands, or the user's own code).
-MAY_IMPORT_KERAS = {"alexnet.layers", "alexnet.models", "alexnet.pipeline", "alexnet.callbacks", "alexnet.trainer"}
+MAY_IMPORT_KERAS = {"alexnet.layers", "alexnet.models", "alexnet.pipeline", "alexnet.callbacks", "alexnet.trainer",
+                    "alexnet.feeding", "alexnet.stream_tf"}  # stream_tf: TensorFlow's engine, loaded on that backend
 
 
 def _module_name(path):

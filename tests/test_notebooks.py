@@ -68,7 +68,7 @@ def _exports_onnx():
 
     from alexnet.choices import FORMATS
 
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    backend = (os.environ.get("KERAS_BACKEND") or "tensorflow")
     needed = ["onnxruntime"] + (["tf2onnx", "onnx"] if backend != "torch" else [])
     return backend in FORMATS["onnx"].backends and all(importlib.util.find_spec(n) for n in needed)
 

@@ -2,7 +2,8 @@
 
 Every source gives the same thing, a `Dataset` of in-memory uint8 arrays:
 images (N, H, W, C) and int64 labels (N,) for the train and test parts, plus
-the class names in label order. Decoding image files is slow, so decoded
+the class names in label order; an image folder too large for memory gives a
+`FileIndex` of its files in place of the image arrays, to stream (index.py). Decoding image files is slow, so decoded
 folders are cached as `.npy` files keyed by the files' names, sizes and
 modification times.
 
@@ -21,15 +22,16 @@ from alexnet.data.cifar_batches import (CIFAR10_CLASSES, _find_cifar_batches, re
 from alexnet.data.dataset import Dataset
 from alexnet.data.image_folder import IMAGE_EXTENSIONS, MAX_STORED_SIDE, load_image_folder
 from alexnet.data.images import _resized, decode_image
+from alexnet.data.index import FileIndex
 from alexnet.data.keras_cifar import load_keras_cifar10
 from alexnet.errors import UsageError
 
 __all__ = ["ARCHIVE_SUFFIXES", "CIFAR10_CLASSES", "IMAGE_EXTENSIONS", "MAX_STORED_SIDE", "Dataset", "cache_dir",
-           "decode_image", "extract_archive", "load_dataset", "load_image_folder", "load_keras_cifar10",
+           "FileIndex", "decode_image", "extract_archive", "load_dataset", "load_image_folder", "load_keras_cifar10",
            "read_cifar_batch", "read_cifar_batches", "safe_unpickle", "writable_cache_dir"]
 
 
-def load_dataset(data="cifar10", storage_size=None, strict=False, test_only=False):
+def load_dataset(data="cifar10", storage_size=None, strict=False, test_only=False, stream=None):
     """Loads a dataset by the CLI's `--data` value.
 
     Args:
@@ -41,6 +43,9 @@ def load_dataset(data="cifar10", storage_size=None, strict=False, test_only=Fals
         strict: Fail on unreadable image files instead of skipping them.
         test_only: Only the test part is needed (evaluation): an image folder
             may then lack train/, and its training arrays are empty.
+        stream: image folders only: True indexes the files to stream them from
+            disk (`data.index.FileIndex` in place of the arrays), False decodes
+            them into memory; None streams a folder that would not fit in memory.
 
     Returns:
         A `Dataset`.
@@ -51,6 +56,7 @@ def load_dataset(data="cifar10", storage_size=None, strict=False, test_only=Fals
     """
     console.ensure_setup()
     if data == "cifar10":
+        _in_memory_only(stream, "keras.datasets' CIFAR-10")
         dataset = load_keras_cifar10()
     else:
         path = Path(data).expanduser()
@@ -64,8 +70,15 @@ def load_dataset(data="cifar10", storage_size=None, strict=False, test_only=Fals
         path = _dataset_root(path)
         batches = _find_cifar_batches(path)
         if batches is None:
-            return load_image_folder(path, storage_size=storage_size, strict=strict, test_only=test_only)
+            return load_image_folder(path, storage_size=storage_size, strict=strict, test_only=test_only,
+                                     stream=stream)
+        _in_memory_only(stream, f"the CIFAR batches in {batches}")
         dataset = read_cifar_batches(batches)
     if storage_size is not None and tuple(storage_size) != dataset.x_train.shape[1:3]:
         dataset = _resized(dataset, storage_size)
     return dataset
+
+
+def _in_memory_only(stream, what):
+    if stream:
+        raise UsageError(f"--stream: {what} is read into memory whole (it is small); only image folders stream")

@@ -12,6 +12,7 @@ from alexnet import console
 from alexnet.data.cache import _folder_key, _read_cache, _write_cache, writable_cache_dir
 from alexnet.data.dataset import Dataset
 from alexnet.data.images import _image_size, decode_image
+from alexnet.data.index import FileIndex, index_key, load_index, save_index
 from alexnet.errors import AlexnetError, UsageError
 
 log = logging.getLogger(__name__)
@@ -20,27 +21,49 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 MAX_STORED_SIDE = 256  # default cap on the longer side of stored images (pixels): photos would fill memory
 
 
-def load_image_folder(root, storage_size=None, strict=False, test_only=False):
-    """Loads an image-folder dataset (train/<class>/*, test/<class>/*) into uint8 arrays.
+def load_image_folder(root, storage_size=None, strict=False, test_only=False, stream=None):
+    """Loads an image-folder dataset (train/<class>/*, test/<class>/*) into uint8 arrays, or indexes it to stream.
 
     Every image becomes RGB (grayscale replicated, transparency composited on
     white) and is resized to one storage size: `storage_size`, or else the most
     common size in the folder. Decoded arrays are cached (see `cache_dir`).
 
+    A folder whose decoded images would not fit in memory (`fits_in_memory`) is
+    not decoded: its files are indexed (`data.index.FileIndex`, cached) and
+    streamed from disk during training. stream=True or False forces either.
+
     Raises:
         UsageError: If the layout is wrong (no train/ or test/, empty class
-            folders, differing class lists, a single class).
+            folders, differing class lists, a single class), or stream=False for
+            a folder that does not fit in memory.
         AlexnetError: With strict=True, if a file cannot be decoded.
     """
     root = Path(root)
+    parts_read = ("test",) if test_only and not (root / "train").is_dir() else ("train", "test")
+    listing = index_key(root, parts_read, storage_size)  # of the cached index, without listing the files
+    if stream is not False:
+        streamed = _cached_index(root, listing, stream)
+        if streamed is not None:
+            return streamed
     class_names, paths, labels, parts = _list_files(root, test_only)
     # The key uses the size as asked ("auto" for None), so a cached folder loads without reading any image.
     key = _folder_key(paths, storage_size)
     cached = _cache_folder(key)
-    dataset = _look_up_cache(cached, key, class_names, root)
-    if dataset is not None:
-        _report_skipped(dataset.skipped, strict)
-        return dataset
+    if stream is not True:  # decoded before: it fit then
+        dataset = _look_up_cache(cached, key, class_names, root)
+        if dataset is not None:
+            _report_skipped(dataset.skipped, strict)
+            return dataset
+    if stream is None:
+        size = _storage_size(_sample(paths), storage_size, root, quiet=True)
+        stream = not fits_in_memory(len(paths), size)
+        if stream:
+            console.note(log, f"{len(paths)} images of {root} at {size[0]}x{size[1]} would not fit in memory "
+                              f"({_bytes(2 * _stored_bytes(len(paths), size))} while decoding, "
+                              f"{_bytes(memory_budget())} available): streaming them from disk (--no-stream "
+                              "refuses instead)")
+    if stream:
+        return _index_folder(root, listing, class_names, paths, labels, parts, storage_size)
     size = _storage_size(paths, storage_size, root)
     _check_memory(len(paths), size, root)
     images = _decode_all(paths, size, root)
@@ -118,7 +141,7 @@ def _look_up_cache(cached, key, class_names, root):
     return _read_cache(cached, key, class_names, root)
 
 
-def _storage_size(paths, storage_size, root):
+def _storage_size(paths, storage_size, root, quiet=False):
     """(height, width) to store images at: as asked, else the most common size, capped at MAX_STORED_SIDE."""
     if storage_size is not None:
         return tuple(int(s) for s in storage_size)
@@ -129,10 +152,27 @@ def _storage_size(paths, storage_size, root):
     if max(size) > MAX_STORED_SIDE:  # photos: keep memory bounded
         scale = MAX_STORED_SIDE / max(size)
         capped = tuple(max(1, round(side * scale)) for side in size)
-        console.note(log, f"the most common image size in {root} is {size[0]}x{size[1]}; storing images at "
-                          f"{capped[0]}x{capped[1]} (longer side {MAX_STORED_SIDE}; --storage-size sets another)")
+        if not quiet:
+            console.note(log, f"the most common image size in {root} is {size[0]}x{size[1]}; storing images at "
+                              f"{capped[0]}x{capped[1]} (longer side {MAX_STORED_SIDE}; --storage-size sets another)")
         size = capped
     return size
+
+
+MEMORY_BUDGET = "ALEXNET_MEMORY_BUDGET"  # bytes (suffix K, M or G allowed): the memory a folder may fill
+
+
+def memory_budget():
+    """Bytes the decoded images may take: $ALEXNET_MEMORY_BUDGET, else the memory available now (Linux)."""
+    given = os.environ.get(MEMORY_BUDGET, "").strip().upper()
+    if given:
+        scale = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}.get(given[-1], 1)
+        try:
+            return int(float(given.rstrip("KMG")) * scale)
+        except ValueError:
+            raise UsageError(f"{MEMORY_BUDGET}={os.environ[MEMORY_BUDGET]} is not a number of bytes "
+                             "(for example 512M or 8G)") from None
+    return _available_memory()
 
 
 def _available_memory():
@@ -147,20 +187,78 @@ def _available_memory():
     return None
 
 
+def _stored_bytes(count, size):
+    return count * size[0] * size[1] * 3
+
+
+def _bytes(count):
+    return f"{count / 2 ** 30:.1f} GB" if count is not None else "unknown"
+
+
+def fits_in_memory(count, size):
+    """Whether `count` images stored at size fit: decoding holds each twice (a list, then the stacked array)."""
+    budget = memory_budget()
+    return budget is None or 2 * _stored_bytes(count, size) <= budget
+
+
 def _check_memory(count, size, root):
     """Says how much memory the stored images take; refuses, with advice, when that is more than is free.
 
     Decoding holds each image once in a list and once in the stacked array, so the peak is about twice this.
     """
-    needed = count * size[0] * size[1] * 3
+    needed = _stored_bytes(count, size)
     if needed >= 256 * 2 ** 20:
         console.note(log, f"{count} images at {size[0]}x{size[1]} take {needed / 2 ** 30:.1f} GB in memory")
-    available = _available_memory()
-    if available is not None and 2 * needed > available:
+    if not fits_in_memory(count, size):
         raise UsageError(f"--data: storing {count} images of {root} at {size[0]}x{size[1]} needs about "
-                         f"{2 * needed / 2 ** 30:.1f} GB while decoding, more than the {available / 2 ** 30:.1f} GB "
-                         "available; give a smaller --storage-size (AlexNet resizes to --image-size anyway) "
-                         "or fewer images")
+                         f"{_bytes(2 * needed)} while decoding, more than the {_bytes(memory_budget())} "
+                         "available; stream it from disk (--stream), give a smaller --storage-size (AlexNet "
+                         "resizes to --image-size anyway) or fewer images")
+
+
+# --- Streaming: an index of the files instead of their pixels --------------------------------
+
+
+def _sample(paths, count=1000):
+    """A seeded sample of the files, to estimate the most common size without reading every header."""
+    if len(paths) <= count:
+        return paths
+    return [paths[i] for i in sorted(np.random.default_rng(0).choice(len(paths), count, replace=False))]
+
+
+def _index_folder(root, key, class_names, paths, labels, parts, storage_size):
+    """The streamed dataset: FileIndex of the train and test files (cached), never decoded here."""
+    size = _storage_size(_sample(paths), storage_size, root)
+    relative = np.array([os.fsencode(str(p.relative_to(root))) for p in paths])
+    arrays = {"paths": relative, "labels": np.asarray(labels, np.int64),
+              "test": np.asarray([part == "test" for part in parts])}
+    save_index(key, arrays, {"class_names": class_names, "size": list(size), "root": str(root)})
+    return _streamed_dataset(root, arrays, class_names, size)
+
+
+def _cached_index(root, key, stream):
+    """The streamed dataset from a cached index: when streaming is forced, or the folder would not fit."""
+    found = load_index(key, ("paths", "labels", "test"))
+    if found is None:
+        return None
+    arrays, meta = found
+    size = tuple(meta["size"])
+    if stream is None and fits_in_memory(len(arrays["paths"]), size):
+        return None  # it fits (now): decode it
+    if stream is None:
+        console.note(log, f"{len(arrays['paths'])} images of {root} would not fit in memory: streaming them "
+                          "from disk (--no-stream refuses instead)")
+    return _streamed_dataset(root, arrays, meta["class_names"], size)
+
+
+def _streamed_dataset(root, arrays, class_names, size):
+    index = FileIndex(Path(root), arrays["paths"], tuple(size))
+    test = arrays["test"]
+    dataset = Dataset(index[~test], arrays["labels"][~test], index[test], arrays["labels"][test], list(class_names),
+                      source=str(root))
+    log.info(f"Streaming {len(index)} images of {root} from disk; the index takes "
+             f"{(index.nbytes + arrays['labels'].nbytes) / max(1, len(index)):.0f} bytes an image")
+    return dataset
 
 
 def _decode_all(paths, size, root):

@@ -1,5 +1,6 @@
 """Decoding image files to uint8 RGB arrays, and resizing a dataset's images."""
 
+import contextlib
 import dataclasses
 import warnings
 
@@ -45,15 +46,30 @@ def _scaled_to_8_bits(image):
     return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), mode="L")
 
 
-def decode_image(path, size=None):
-    """Decodes one image file to uint8 RGB (H, W, 3), resized (bilinear) to size=(height, width) if given."""
+@contextlib.contextmanager
+def open_rgb(path, draft_for=None):
+    """An image file opened as an RGB PIL image (see `_to_rgb`).
+
+    draft_for=(width, height): a JPEG is decoded at the smallest of its 1/1, 1/2,
+    1/4, 1/8 scales that still covers that size (PIL's draft mode), which saves
+    most of the decoding of a photo that is resized down anyway.
+    """
     from PIL import Image
 
     with warnings.catch_warnings():  # a very large image: PIL warns (two lines); above twice its limit it raises
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         image = Image.open(path)
     with image:
-        image = _to_rgb(image)
+        if draft_for is not None and image.format == "JPEG" and image.mode in ("RGB", "L"):
+            image.draft(image.mode, draft_for)
+        yield _to_rgb(image)
+
+
+def decode_image(path, size=None):
+    """Decodes one image file to uint8 RGB (H, W, 3), resized (bilinear) to size=(height, width) if given."""
+    from PIL import Image
+
+    with open_rgb(path) as image:
         if size is not None and image.size != (size[1], size[0]):
             image = image.resize((size[1], size[0]), Image.BILINEAR)
         return np.asarray(image, dtype=np.uint8)

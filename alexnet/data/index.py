@@ -1,0 +1,114 @@
+"""A streamed image folder's index: every file's path and label, listed once and cached, never decoded up front.
+
+A `FileIndex` stands where an in-memory source has its uint8 image array: it
+has a length, a `shape` (N, H, W, 3) at the storage size, and rows can be taken
+with an index array (`index[rows]`), so the splits work on it unchanged. Its
+memory is the index alone: about 40 bytes an image (the relative path and
+the label), whatever the images' size.
+"""
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from alexnet.data.cache import _rename_unless_present, writable_cache_dir
+
+log = logging.getLogger(__name__)
+
+_INDEX_FORMAT = 1  # bump when the cached index changes meaning
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FileIndex:
+    """Image files of one part of a folder: paths relative to `root`, and where each one is in the source."""
+
+    root: Path
+    paths: np.ndarray  # (N,) bytes (os.fsencode), relative to root
+    size: tuple  # (height, width) the pipeline stores images at when it does not crop them
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, rows):
+        return dataclasses.replace(self, paths=self.paths[rows])
+
+    @property
+    def shape(self):
+        """What an array of the decoded images would have: (N, height, width, 3)."""
+        return (len(self), *self.size, 3)
+
+    @property
+    def nbytes(self):
+        """The index's memory (the paths; labels live beside it, in the splits)."""
+        return int(self.paths.nbytes)
+
+    def path(self, row):
+        return self.root / os.fsdecode(self.paths[row])
+
+    def full_paths(self):
+        """Absolute paths as bytes, for readers that take strings (tf.data)."""
+        prefix = os.fsencode(str(self.root)) + b"/"
+        return np.char.add(prefix, self.paths)
+
+
+def index_key(root, parts, storage_size):
+    """A key that changes when a class folder gains, loses or renames a file (its modification time changes).
+
+    Cheap: it reads the class folders' times, not each file's, so a cached index
+    of a million files is found without listing them.
+    """
+    digest = hashlib.sha256(f"index v{_INDEX_FORMAT} {Path(root).resolve()} size={storage_size or 'auto'}".encode())
+    for part in parts:
+        folder = Path(root) / part
+        if not folder.is_dir():
+            continue
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if entry.is_dir() and not entry.name.startswith("."):
+                digest.update(f"\n{part}/{entry.name}\t{entry.stat().st_mtime_ns}".encode())
+    return digest.hexdigest()[:24]
+
+
+def save_index(key, arrays, meta):
+    """Caches an index (arrays of paths and labels, and meta.json) under the key; a no-op without a cache."""
+    cache = writable_cache_dir()
+    if cache is None:
+        return
+    target, tmp = cache / f"index-{key}", None
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".index-{key}-"))
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+        (tmp / "meta.json").write_text(json.dumps({**meta, "key": key}))
+        _rename_unless_present(tmp, target)
+    except OSError as error:
+        log.warning(f"could not cache the file index in {cache} ({error})")
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_index(key, names):
+    """(arrays, meta) of a cached index, or None if there is none or it is damaged (then removed)."""
+    cache = writable_cache_dir()
+    folder = cache / f"index-{key}" if cache is not None else None
+    if folder is None or not folder.is_dir():
+        return None
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("key") != key:
+            raise ValueError("it belongs to another folder")
+        arrays = {name: np.load(io.BytesIO((folder / f"{name}.npy").read_bytes()), allow_pickle=False)
+                  for name in names}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning(f"the cached file index {folder} is damaged ({error}); listing the files again")
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return arrays, meta
