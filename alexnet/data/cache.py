@@ -125,7 +125,7 @@ def _write_cache(folder, arrays, meta):
         (tmp / "meta.json").write_text(json.dumps(meta))
         _rename_unless_present(tmp, folder)
     except OSError as error:
-        log.warning(f"could not cache decoded images in {folder.parent} ({error})")
+        log.warning(f"could not cache {folder.name} in {folder.parent} ({error})")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

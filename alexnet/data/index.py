@@ -14,12 +14,11 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from alexnet.data.cache import _rename_unless_present, writable_cache_dir
+from alexnet.data.cache import _write_cache, writable_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +78,8 @@ def index_key(root, parts, storage_size):
 def save_index(key, arrays, meta):
     """Caches an index (arrays of paths and labels, and meta.json) under the key; a no-op without a cache."""
     cache = writable_cache_dir()
-    if cache is None:
-        return
-    target, tmp = cache / f"index-{key}", None
-    try:
-        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".index-{key}-"))
-        for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
-        (tmp / "meta.json").write_text(json.dumps({**meta, "key": key}))
-        _rename_unless_present(tmp, target)
-    except OSError as error:
-        log.warning(f"could not cache the file index in {cache} ({error})")
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    if cache is not None:
+        _write_cache(cache / f"index-{key}", arrays, {**meta, "key": key})
 
 
 def load_index(key, names):
