@@ -18,6 +18,7 @@ import threading
 import time
 
 import keras
+import numpy as np
 
 from alexnet.backend import tensorflow
 from alexnet.errors import AlexnetError
@@ -288,33 +289,52 @@ class SkippedFileCount(keras.callbacks.Callback):
 
 
 class DeferredInterrupt:
-    """While active, Ctrl-C (SIGINT) is recorded and acted on at safe points (`check`), not where it lands.
+    """While active, Ctrl-C (SIGINT) and the stop signals (SIGTERM, SIGUSR1) are recorded and acted on at safe
+    points (`check`), not where they land.
 
-    Python raises KeyboardInterrupt wherever the signal lands, and Keras, JAX or
+    Python raises KeyboardInterrupt wherever a signal handler raises, and Keras, JAX or
     TensorFlow code swallows it in places (garbage-collection callbacks,
     finalizers, a checkpoint being written), so a Ctrl-C could be lost or tear a
     file. The run calls `check` between its phases, and `StopOnInterrupt` after
-    every step and epoch. A second Ctrl-C stops at once.
+    every step and epoch. SIGTERM is what Slurm, Kubernetes and cloud preemption
+    send before they kill (SIGUSR1 is Slurm's `--signal` warning): the run stops
+    the same way, with exit status 143. A second signal stops at once.
     """
 
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.received = None  # the first signal's number
+        self._previous = {}
+
+    @property
+    def requested(self):
+        return self.received is not None
+
+    @property
+    def name(self):  # "Ctrl-C", "SIGTERM", ...
+        return "Ctrl-C" if self.received in (None, signal.SIGINT) else signal.Signals(self.received).name
+
+    @property
+    def exit_code(self):
+        return 130 if self.received in (None, signal.SIGINT) else 143
 
     def _handle(self, signum, frame):
-        if self.requested:  # the second Ctrl-C: the user does not want to wait
+        if self.requested:  # the second signal: the user (or the scheduler) does not want to wait
             raise KeyboardInterrupt
-        self.requested = True
+        self.received = signum
+        if signum != signal.SIGINT:  # Ctrl-C shows itself on the terminal; a scheduler's signal does not
+            log.warning(f"{signal.Signals(signum).name} received: stopping at the end of the current step")
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous = {}
         return False
 
     def check(self):
@@ -323,18 +343,32 @@ class DeferredInterrupt:
 
 
 class StopOnInterrupt(keras.callbacks.Callback):
-    """Stops training at the next safe point after a Ctrl-C: the end of a step, or of an epoch's checkpoint.
+    """Stops training at the next safe point after a Ctrl-C or a stop signal: the end of a step, or of an epoch's
+    checkpoint.
 
+    With several JAX processes every step is collective, so all must stop at the same step: after each step the
+    processes share whether any has received a signal (one small all-gather), and all stop together, even where
+    the signal reached only one of them.
     """
 
     ORDER = 100  # last: an epoch's checkpoint is complete before a stop
 
-    def __init__(self, interrupt):
+    def __init__(self, interrupt, processes=1):
         super().__init__()
         self.interrupt = interrupt
+        self.processes = processes
+
+    def _check(self):
+        if self.processes > 1:
+            from jax.experimental import multihost_utils  # several processes: the JAX backend
+
+            received = int(np.max(multihost_utils.process_allgather(np.int32(self.interrupt.received or 0))))
+            if received and not self.interrupt.requested:  # another process's signal
+                self.interrupt.received = received
+        self.interrupt.check()
 
     def on_train_batch_end(self, batch, logs=None):
-        self.interrupt.check()
+        self._check()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.interrupt.check()
+        self._check()

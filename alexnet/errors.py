@@ -17,9 +17,17 @@ class UsageError(AlexnetError, ValueError):
 
 
 class Interrupted(AlexnetError):
-    """The user pressed Ctrl-C; what was saved is kept (exit status 130, as for SIGINT)."""
+    """Ctrl-C, or a stop signal (SIGTERM, SIGUSR1); what was saved is kept.
+
+    Exit status 130 for Ctrl-C (SIGINT) and 143 for the stop signals (128 + SIGTERM's 15, what a scheduler's
+    preemption expects of a process that stopped on its SIGTERM).
+    """
 
     exit_code = 130
+
+    def __init__(self, message, exit_code=130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def check_choice(flag, value, allowed):

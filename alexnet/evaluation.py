@@ -7,6 +7,7 @@ from pathlib import Path
 from alexnet import console
 from alexnet.data import ARCHIVE_SUFFIXES
 from alexnet.errors import AlexnetError, UsageError
+from alexnet.files import writing
 from alexnet.runs import RunFolder, resolve_target
 from alexnet.splits import load_splits
 
@@ -89,7 +90,10 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
         out = target.run.evaluation_dir()
     else:  # in the run folder, or beside a bare model file
         out = RunFolder(target.run or target.model_file.parent).evaluation_dir(_slug(data), limit_test)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out, "write the evaluation into"):
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out}: is a file; give a folder for the report")
+        out.mkdir(parents=True, exist_ok=True)
     metrics = write_report(model, images, labels, class_names, out, batch_size=batch_size, tta=tta)
     return {**metrics, "out": str(out)}
 

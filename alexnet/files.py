@@ -1,11 +1,29 @@
-"""Files written so that a crash leaves the old one or the new one, never a torn one."""
+"""Files written so that a crash leaves the old one or the new one, never a torn one.
 
+A write that the operating system refuses (disk full, permission denied, a file where a folder should be) is
+an `AlexnetError` that names the file being written and why, not a bare OSError without a path.
+"""
+
+import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 
-from alexnet.errors import UsageError
+from alexnet.errors import AlexnetError, UsageError
+
+
+@contextlib.contextmanager
+def writing(path, what="write"):
+    """Turns an OSError inside the block into an AlexnetError naming `path` (exit status 1)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):  # the path is wrong, not the disk
+            raise UsageError(f"cannot {what} {path}: {error.strerror or error}") from error
+        hint = " (free some space, or write elsewhere)" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise AlexnetError(f"cannot {what} {path}: {error.strerror or error}{hint}") from error
 
 
 def write_atomic(path, data):
@@ -17,6 +35,11 @@ def write_atomic(path, data):
     if not path.parent.is_dir():
         raise UsageError(f"cannot write {path}: the folder {path.parent} does not exist")
     mode = "wb" if isinstance(data, bytes) else "w"
+    with writing(path):
+        _write_atomic(path, data, mode)
+
+
+def _write_atomic(path, data, mode):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
@@ -53,7 +76,8 @@ def save_model_atomic(model, path):
     """Saves a Keras model to a temporary file beside `path` and renames it into place."""
     tmp = atomic_target(path)
     try:
-        model.save(tmp)
-        os.replace(tmp, path)
+        with writing(path, "save the model to"):
+            model.save(tmp)
+            os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

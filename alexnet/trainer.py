@@ -121,6 +121,9 @@ def run(config, stored=None):
             return job.folder, _train(job)
         except BaseException as error:
             _clean_up(job, error)
+            if isinstance(error, KeyboardInterrupt) and job.interrupt.exit_code != 130:  # a stop signal, outside fit
+                raise Interrupted(f"{_stopped_by(job)}; what was saved is kept. Resume with: alexnet train --resume "
+                                  f"{job.state}", job.interrupt.exit_code) from None
             raise
         finally:
             if not job.distribution.is_chief:  # another worker's folder is temporary
@@ -194,8 +197,12 @@ def _clean_up(job, error):
         return
     job.folder.discard()
     if isinstance(error, (KeyboardInterrupt, Interrupted)):
-        raise Interrupted("interrupted before the first epoch ended; nothing was kept, so the same "
-                          "command starts afresh") from None
+        raise Interrupted(f"{_stopped_by(job)} before the first epoch ended; nothing was kept, so the same "
+                          "command starts afresh", job.interrupt.exit_code) from None
+
+
+def _stopped_by(job):
+    return "interrupted" if job.interrupt.exit_code == 130 else f"stopped by {job.interrupt.name}"
 
 
 def _train(job):
@@ -262,7 +269,7 @@ def _fit(job, model, done):
     # best.keras, from the same (the chief's) state.
     callbacks = [EpochLog(job.folder, len(splits.x_train), TEST_EACH_EPOCH_COLUMNS if config.test_each_epoch else []),
                  Checkpoints(job.folder, best_val_accuracy(job.state)), keras.callbacks.TerminateOnNaN(),
-                 TimeEstimate(config.epochs - done, job.speed["device"]), StopOnInterrupt(job.interrupt),
+                 TimeEstimate(config.epochs - done, job.speed["device"]), StopOnInterrupt(job.interrupt, job.distribution.shard[1]),
                  SkippedFileCount(job.skips)]
     if config.test_each_epoch:  # benchmarks only
         callbacks.append(TestEachEpoch(test_data, order.evaluation_steps(
@@ -281,8 +288,8 @@ def _fit(job, model, done):
         completed, _ = job.state.latest_checkpoint()
         if not completed:
             raise
-        raise Interrupted(f"interrupted after {completed} completed epoch(s); everything up to there is saved. "
-                          f"Resume with: alexnet train --resume {job.state}") from None
+        raise Interrupted(f"{_stopped_by(job)} after {completed} completed epoch(s); everything up to there is "
+                          f"saved. Resume with: alexnet train --resume {job.state}", job.interrupt.exit_code) from None
     losses = history.history.get("loss", [])
     if not all(math.isfinite(v) for v in losses):  # TerminateOnNaN stopped the epoch
         completed, checkpoint = job.state.latest_checkpoint()

@@ -15,6 +15,11 @@ ImageNet's 110 KB) and measures the input pipeline alone: ours (tf.data, Grain) 
 PyTorch user writes (torchvision ImageFolder + RandomResizedCrop(224) + flip + DataLoader, in the
 virtualenv named by $TORCHVISION_PYTHON), with the same workers on the same cores.
 
+The third measurement, CIFAR-10 streamed from its JPEG files against decoded into memory (whole commands of the
+cpu recipe, 4 epochs), is made by the time-to-accuracy script, whose results this section reads:
+
+    python bench/time_to_accuracy.py run cpu-10min cpu-10min-streamed --seeds 42 43
+
 Results go to bench/results/data_at_scale.json; `write` renders them into BENCHMARKS.md.
 """
 
@@ -22,6 +27,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +35,9 @@ from pathlib import Path
 from run import ROOT, machine, versions  # bench/run.py, beside this script
 
 RESULTS = ROOT / "bench" / "results" / "data_at_scale.json"
+TIME_TO_ACCURACY = ROOT / "bench" / "results" / "time_to_accuracy.json"
+P100_IMAGES_PER_S = 2900  # AlexNet, TensorFlow's benchmarks (tf_cnn_benchmarks), one P100
+H100_IMAGES_PER_S = P100_IMAGES_PER_S * 67 / 10.6  # scaled by dense float32 TFLOP/s: an estimate
 WORK = Path(os.environ.get("ALEXNET_BENCH_DIR", "/tmp/alexnet-scale"))
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
@@ -209,25 +218,69 @@ def scale(sizes, steps, memory_up_to):
     save(results)
 
 
-def decode(files, batches, workers):
+def decode(files, batches, workers, repeats):
     folder = photo_folder(files)
     sizes = [p.stat().st_size for p in folder.rglob("*.JPEG")]
-    rows = {"tf.data (ours)": _run(PIPELINE, "tf", folder, batches),
-            f"Grain, {workers} workers (ours)": _run(PIPELINE, "grain", folder, batches,
-                                                     env={"ALEXNET_STREAM_WORKERS": str(workers)})}
+    pipelines = {"tf.data (ours)": lambda: _run(PIPELINE, "tf", folder, batches),
+                 f"Grain, {workers} workers (ours)": lambda: _run(PIPELINE, "grain", folder, batches,
+                                                                  env={"ALEXNET_STREAM_WORKERS": str(workers)})}
     peer = os.environ.get("TORCHVISION_PYTHON")
     if peer:
-        rows[f"torchvision ImageFolder + DataLoader, {workers} workers"] = _run(TORCHVISION, folder, batches, workers,
-                                                                                python=peer)
+        pipelines[f"torchvision ImageFolder + DataLoader, {workers} workers"] = (
+            lambda: _run(TORCHVISION, folder, batches, workers, python=peer))
+    rows = {name: {"runs": []} for name in pipelines}
+    for _ in range(repeats):  # round-robin, so that a slow spell of the machine touches every pipeline alike
+        for name, measure in pipelines.items():
+            found = measure()
+            rows[name]["runs"].append(found["images_per_s"])
+            rows[name].update({key: value for key, value in found.items() if key != "images_per_s"})
     for name, row in rows.items():
-        print(f"{name}: {row['images_per_s']:.0f} images/s", flush=True)
+        print(f"{name}: {_spread(row['runs'])} images/s", flush=True)
     results = load()
     results["decode"] = {"rows": rows, "files": files, "mean_kb": sum(sizes) / len(sizes) / 1024,
                          "cores": os.cpu_count(), "machine": machine(), "versions": versions(),
                          "date": datetime.date.today().isoformat(),
                          "command": f"TORCHVISION_PYTHON=... python bench/data_at_scale.py decode --files {files} "
-                                    f"--batches {batches} --workers {workers}"}
+                                    f"--batches {batches} --workers {workers} --repeats {repeats}"}
     save(results)
+
+
+def _spread(values, digits=0):
+    """'mean ± std (n=...)'."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f} (n=1)"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} (n={len(values)})"
+
+
+def _cifar_lines():
+    """CIFAR-10 streamed against in memory, from the time-to-accuracy runs of one machine."""
+    runs = json.loads(TIME_TO_ACCURACY.read_text()) if TIME_TO_ACCURACY.is_file() else []
+    streamed = [r for r in runs if r.get("config") == "cpu-10min-streamed"]
+    if not streamed:
+        return []
+    where = streamed[-1]["machine"]
+    pair = {name: [r for r in runs if r.get("config") == name and r["machine"] == where]
+            for name in ("cpu-10min", "cpu-10min-streamed")}
+    lines = ["CIFAR-10 from its JPEG folder, streamed against decoded into memory: whole `alexnet train --recipe cpu "
+             "--epochs 4` commands (67 px, batch 256), the in-memory one from the decoded-image cache, the streamed "
+             "one with `--stream` (tf.data reads and decodes every JPEG each epoch), on the same machine; images/s "
+             "is each run's median epoch.", "",
+             f"- Machine: {where}", "- Command: `python bench/time_to_accuracy.py run cpu-10min cpu-10min-streamed "
+             "--seeds 42 43`", "",
+             "| path | seeds | training images/s | wall-clock (s) | test accuracy (%) |", "| --- | --- | ---: | ---: | ---: |"]
+    for name, label in (("cpu-10min", "in memory"), ("cpu-10min-streamed", "streamed")):
+        found = pair[name]
+        if found:
+            lines.append(f"| {label} | {', '.join(str(r['seed']) for r in found)} | "
+                         f"{_spread([r['images_per_s'] for r in found])} | "
+                         f"{_spread([r['wall_seconds'] for r in found])} | "
+                         f"{_spread([100 * r['test_accuracy'] for r in found], 2)} |")
+    if pair["cpu-10min"]:
+        memory, stream = ([statistics.mean(r[key] for r in pair[name]) for name in ("cpu-10min", "cpu-10min-streamed")]
+                          for key in ("images_per_s", "test_accuracy"))
+        lines += ["", f"Streamed at {memory[1] / memory[0]:.2f}x the in-memory images/s; test accuracy "
+                      f"{100 * (stream[1] - stream[0]):+.2f} points."]
+    return lines + [""]
 
 
 def section(results):
@@ -238,7 +291,7 @@ def section(results):
                   f"copy's 50,000 training files round after round (the same bytes under N paths: no disk spent, and "
                   f"the files sit in the page cache as a second epoch's would), each loaded in a fresh process, "
                   f"streamed or decoded into memory, then {found['steps']} training steps of the cpu recipe (67 px, "
-                  "batch 256; images/s from step 5 on). The first load lists (streamed) or decodes (in memory) "
+                  "batch 256; images/s from step 5 on, over the two processes). The first load lists (streamed) or decodes (in memory) "
                   "every file; the cached load reads the index or the decoded arrays from the cache.", "",
                   f"- Machine: {found['machine']}", f"- Versions: {found['versions']}",
                   f"- Command: `{found['command']}` ({found['date']})", "",
@@ -251,7 +304,7 @@ def section(results):
             first, cached = pair.get("first", {}), pair.get("cached", {})
             index = cached.get("index_bytes_per_image")
             lines.append(f"| {count:,} | {'streamed' if stream else 'in memory'} | {first.get('load_seconds', 0):.0f} | "
-                         f"{cached.get('load_seconds', 0):.0f} | {cached.get('images_per_s', 0):.0f} | "
+                         f"{cached.get('load_seconds', 0):.0f} | {_spread([r['images_per_s'] for r in pair.values()])} | "
                          f"{cached.get('peak_rss_mb', 0):,.0f} | {f'{index:.0f}' if index else '-'} |")
         lines.append("")
     if "decode" in results:
@@ -263,9 +316,25 @@ def section(results):
                   f"- Command: `{found['command']}` ({found['date']})", "",
                   "| pipeline | images/s | images/s per core |", "| --- | ---: | ---: |"]
         for name, row in found["rows"].items():
-            lines.append(f"| {name} | {row['images_per_s']:.0f} | {row['images_per_s'] / found['cores']:.0f} |")
+            lines.append(f"| {name} | {_spread(row['runs'])} | "
+                         f"{_spread([v / found['cores'] for v in row['runs']])} |")
         lines.append("")
-    return "\n".join(lines)
+        means = {name: statistics.mean(row["runs"]) for name, row in found["rows"].items()}
+        peer = next((mean for name, mean in means.items() if name.startswith("torchvision")), None)
+        ours = {name: mean for name, mean in means.items() if "(ours)" in name}
+        if peer:
+            torch = next((row.get("torch") for row in found["rows"].values() if row.get("torch")), "?")
+            lines += ["Against the torchvision pipeline (torch " + torch + ", its own virtualenv): " + ", ".join(
+                f"{name.replace(' (ours)', '')} {mean / peer:.2f}x" for name, mean in ours.items()) + ".", ""]
+        per_core = max(ours.values()) / found["cores"]
+        needed = H100_IMAGES_PER_S / per_core
+        lines += [f"Cores to keep one H100 busy (an estimate, not a measurement): the TensorFlow benchmarks' AlexNet "
+                  f"ran at about {P100_IMAGES_PER_S:,} images/s on one P100; scaled by the two chips' dense float32 "
+                  f"throughput (H100 SXM 67 TFLOP/s, P100 10.6), an H100 would take about "
+                  f"{H100_IMAGES_PER_S:,.0f} images/s. At this machine's best {per_core:.0f} images/s per core that "
+                  f"is about {needed:.0f} cores of decoding (fewer on cores faster than these, and "
+                  "more with mixed precision, where the H100's lead is larger).", ""]
+    return "\n".join(lines + _cifar_lines())
 
 
 def write():
@@ -290,12 +359,13 @@ def main():
     decode_parser.add_argument("--files", type=int, default=1500)
     decode_parser.add_argument("--batches", type=int, default=12)
     decode_parser.add_argument("--workers", type=int, default=os.cpu_count())
+    decode_parser.add_argument("--repeats", type=int, default=3)
     commands.add_parser("write")
     args = parser.parse_args()
     if args.command == "scale":
         scale(args.sizes, args.steps, args.memory_up_to)
     elif args.command == "decode":
-        decode(args.files, args.batches, args.workers)
+        decode(args.files, args.batches, args.workers, args.repeats)
     write()
 
 

@@ -44,6 +44,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 # name: (what it is, `alexnet train` flags). Epoch counts are fitted to the budget on the 2-core CPU.
 CONFIGS = {
     "cpu-10min": ("cpu recipe, 4 epochs (10-minute budget)", ["--recipe", "cpu", "--epochs", "4"]),
+    "cpu-10min-streamed": ("cpu recipe, 4 epochs, streamed from the JPEG files (against cpu-10min)",
+                           ["--recipe", "cpu", "--epochs", "4", "--stream"]),
     "cpu-20min": ("cpu recipe, 9 epochs (20-minute budget)", ["--recipe", "cpu", "--epochs", "9"]),
     "cpu-30min": ("cpu recipe, 14 epochs (30-minute budget)", ["--recipe", "cpu", "--epochs", "14"]),
     "tutorial-67-10min": ("tutorial recipe at 67x67, 3 epochs (10-minute budget)",
@@ -106,8 +108,10 @@ def alexnet_command():
 
 
 def warm_cache(data):
-    """Loads the data once (untimed), so that every timed run starts from the decoded-image cache."""
-    code = "from alexnet.data import load_dataset; import sys; load_dataset(sys.argv[1])"
+    """Loads the data once (untimed), so that every timed run starts from the decoded-image cache (and the streamed
+    runs from the cached file index)."""
+    code = ("from alexnet.data import load_dataset; import sys; load_dataset(sys.argv[1]); "
+            "load_dataset(sys.argv[1], stream=True)")
     done = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"cannot load {data}:\n{done.stderr[-3000:]}")
@@ -210,6 +214,7 @@ def plot(results):
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.2))
+    results = [r for r in results if r["machine"] == results[0]["machine"]]  # one machine's clock per picture
     for index, name in enumerate(dict.fromkeys(r["config"] for r in results)):
         runs = [r for r in results if r["config"] == name]
         for i, run in enumerate(runs):
@@ -246,8 +251,8 @@ def section(results, speeds):
              "| configuration | flags | runs | wall-clock (s) | test accuracy (%) | with TTA (%) | images/s | "
              "machine | commit |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
-    for name in dict.fromkeys(r["config"] for r in results):
-        runs = sorted((r for r in results if r["config"] == name), key=lambda r: r["seed"])
+    for name, where in dict.fromkeys((r["config"], r["machine"]) for r in results):  # one row per machine
+        runs = sorted((r for r in results if (r["config"], r["machine"]) == (name, where)), key=lambda r: r["seed"])
         commits = ", ".join(dict.fromkeys(r["commit"] for r in runs))
         lines.append(
             f"| {name} | `{' '.join(runs[0]['flags'])}` | seeds {', '.join(str(r['seed']) for r in runs)} | "
@@ -267,7 +272,8 @@ def section(results, speeds):
         base = next((s["images_per_s"] for s in speeds if s["image_size"] == 67), None)
         for s in speeds:
             relative = f"{s['images_per_s'] / base:.2f}" if base else "-"
-            runs = [r for r in results if r["config"] == BY_IMAGE_SIZE.get(s["image_size"])]
+            runs = [r for r in results if r["config"] == BY_IMAGE_SIZE.get(s["image_size"])
+                    and r["machine"] == s["machine"]]
             measured = f"{runs[0]['epochs']} | {_outcome(runs)}" if runs else "- | - | - | -"
             lines.append(f"| {s['image_size']} | {s['images_per_s']:.0f} | {relative} | "
                          f"{45000 / s['images_per_s'] / 60:.1f} min | {measured} | {s['dtype_policy']} | "

@@ -63,11 +63,19 @@ def test_data_at_scale_writes_its_own_section_and_nothing_else(tmp_path, monkeyp
                                              "command": "c"}}))
     monkeypatch.setattr(data_at_scale, "ROOT", tmp_path)
     monkeypatch.setattr(data_at_scale, "RESULTS", results)
+    runs = tmp_path / "time_to_accuracy.json"  # the CIFAR-10 comparison: paired by machine, other machines left out
+    run = {"seed": 42, "wall_seconds": 600.0, "test_accuracy": 0.7, "machine": "m"}
+    runs.write_text(json.dumps([{**run, "config": "cpu-10min", "images_per_s": 400.0},
+                                {**run, "config": "cpu-10min", "images_per_s": 900.0, "machine": "other"},
+                                {**run, "config": "cpu-10min-streamed", "images_per_s": 360.0, "test_accuracy": 0.705}]))
+    monkeypatch.setattr(data_at_scale, "TIME_TO_ACCURACY", runs)
     data_at_scale.write()
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert text.startswith("# Benchmarks\n\nold intro") and "84% in 30 minutes" in text and "kept" in text
     assert "old scale figures" not in text and text.count("## Data at scale") == 1
-    assert "| 1,000 | streamed | 2 | 2 | 400 | 2,048 | 33 |" in text
+    assert "| 1,000 | streamed | 2 | 2 | 400 ± 0 (n=2) | 2,048 | 33 |" in text
+    assert "| streamed | 42 | 360 (n=1) | 600 (n=1) | 70.50 (n=1) |" in text
+    assert "Streamed at 0.90x the in-memory images/s; test accuracy +0.50 points." in text
 
 
 def test_replicated_folders_are_hard_links_to_the_source(tmp_path, monkeypatch):

@@ -104,6 +104,16 @@ def test_evaluate_reproduces_the_test_accuracy(trained_run, tmp_path, capsys):
     assert again["confusion_matrix"] == json.loads((trained_run / "report.json").read_text())["confusion_matrix"]
 
 
+def test_evaluate_out_naming_a_file_is_refused_with_its_name(trained_run, tmp_path, capsys):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    assert main(["evaluate", str(trained_run), "--out", str(taken)]) == 2
+    assert f"--out {taken}: is a file; give a folder for the report" in capsys.readouterr().err
+    assert taken.read_text() == "keep me"
+    assert main(["evaluate", str(trained_run), "--out", str(taken / "below")]) == 2
+    assert f"cannot write the evaluation into {taken / 'below'}: Not a directory" in capsys.readouterr().err
+
+
 def test_evaluate_a_model_file_on_other_data(trained_run, cifar_slice, tmp_path, capsys):
     assert main(["evaluate", str(trained_run / "best.keras"), "--data", str(cifar_slice),
                  "--limit-test", "50", "--out", str(tmp_path)]) == 0

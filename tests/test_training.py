@@ -26,9 +26,9 @@ def _figures(run_dir):
     return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in _history(run_dir)]
 
 
-def _start(cifar_slice, run_dir, epochs):
+def _start(cifar_slice, run_dir, epochs, backend=None):
     argv = [sys.executable, "-m", "alexnet", "train", "--data", str(cifar_slice), "--epochs", str(epochs),
-            "--run-dir", str(run_dir), *TINY]
+            "--run-dir", str(run_dir), *TINY, *(["--backend", backend] if backend else [])]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -61,18 +61,30 @@ def test_kill_9_then_resume_finishes_with_each_epoch_logged_once(cifar_slice, tm
         "epoch-0004.keras", "epoch-0005.keras", "state.json"]
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(cifar_slice, tmp_path):
+@pytest.mark.parametrize("sent, code, backend", [(signal.SIGINT, 130, None), (signal.SIGTERM, 143, None),
+                                                 (signal.SIGTERM, 143, "jax"), (signal.SIGUSR1, 143, None)],
+                         ids=["ctrl-c", "sigterm", "sigterm-jax", "sigusr1"])
+def test_ctrl_c_and_stop_signals_stop_cleanly_and_say_how_to_resume(cifar_slice, tmp_path, sent, code, backend):
+    if backend:
+        pytest.importorskip(backend)
     run_dir = tmp_path / "run"
-    process = _start(cifar_slice, run_dir, epochs=30)
+    process = _start(cifar_slice, run_dir, epochs=30, backend=backend)
     _wait_for(run_dir / "checkpoints" / "epoch-0001.keras", process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 130
+    assert process.returncode == code, err
     assert f"Resume with: alexnet train --resume {run_dir}" in err
     assert "Traceback" not in err
+    if sent != signal.SIGINT:  # a scheduler's signal is named, and the run stops at the end of a step
+        assert f"{sent.name} received: stopping at the end of the current step" in err
+        assert f"stopped by {sent.name} after" in err
     # stdout is a pipe, not a terminal: one line an epoch, no progress-bar redraws
     assert "\r" not in out and "Epoch 1/30\n" in out
-    assert len(_history(run_dir)) >= 1 and (run_dir / "checkpoints").exists()
+    done = len(_history(run_dir))
+    assert done >= 1 and (run_dir / "checkpoints").exists()
+    if sent == signal.SIGTERM and backend is None:  # the resume goes on from the last completed epoch, on the run's own backend
+        assert main(["train", "--resume", str(run_dir), "--epochs", str(done + 1)]) == 0
+        assert [int(row["epoch"]) for row in _history(run_dir)] == list(range(done + 1))
 
 
 def test_same_seed_same_history_to_the_last_digit(cifar_slice, tmp_path):
