@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from alexnet import console
+from alexnet import console, recipes
 from alexnet.data import FileIndex, load_dataset
 from alexnet.errors import AlexnetError, UsageError
 
@@ -37,6 +37,7 @@ class Splits:
     test_duplicates: Optional[int] = 0  # test images also in train or validation, pixel for pixel (None: streamed)
     source: str = ""  # what was loaded (data.Dataset.source)
     skipped: list = dataclasses.field(default_factory=list)  # unreadable files left out of the source
+    class_ids: list = dataclasses.field(default_factory=list)  # the source's folder names (ImageNet's wnids), if any
 
 
 def resolve_val_size(val_size, limit_train, n_train=None):
@@ -73,7 +74,8 @@ def make_splits(dataset, val_size=None, seed=0, limit_train=None, limit_test=Non
         test_index = test_indices(n_test, seed, limit_test)
         return Splits(dataset.x_train[empty], dataset.y_train[empty], dataset.x_train[empty], dataset.y_train[empty],
                       dataset.x_test[test_index], dataset.y_test[test_index], list(dataset.class_names), empty,
-                      empty, test_index, source=dataset.source, skipped=list(dataset.skipped))
+                      empty, test_index, source=dataset.source, skipped=list(dataset.skipped),
+                      class_ids=list(dataset.class_ids))
     val_size = resolve_val_size(val_size, limit_train, n_train)
     if val_size < 1 or val_size >= n_train:
         raise UsageError(f"--val-size must be between 1 and {n_train - 1} (the source has {n_train} "
@@ -94,14 +96,14 @@ def make_splits(dataset, val_size=None, seed=0, limit_train=None, limit_test=Non
         dataset.x_train[val_index], dataset.y_train[val_index],
         dataset.x_test[test_index], dataset.y_test[test_index],
         list(dataset.class_names), train_index, val_index, test_index,
-        source=dataset.source, skipped=list(dataset.skipped),
+        source=dataset.source, skipped=list(dataset.skipped), class_ids=list(dataset.class_ids),
     )
     splits.test_duplicates = check_disjoint(splits)
     return splits
 
 
 def load_splits(data="cifar10", val_size=None, seed=42, limit_train=None, limit_test=None, storage_size=None,
-                strict=False, test_only=False, stream=None):
+                strict=False, test_only=False, stream=None, crops=False):
     """Loads a dataset and splits it: the one way training, evaluation, export and the benchmarks get splits.
 
     Args:
@@ -117,6 +119,7 @@ def load_splits(data="cifar10", val_size=None, seed=42, limit_train=None, limit_
             image folder may lack train/.
         stream: image folders: True streams from disk (the splits hold `FileIndex`es), False decodes into
             memory, None streams what would not fit.
+        crops: the recipe crops files in the pipeline: image folders stream unless stream=False.
 
     Returns:
         The `Splits`: uint8 images and int64 labels of train, validation and test, and the class names.
@@ -125,7 +128,8 @@ def load_splits(data="cifar10", val_size=None, seed=42, limit_train=None, limit_
         UsageError: If the path holds no dataset or the sizes do not fit it.
         AlexnetError: If the data cannot be read, or the splits overlap.
     """
-    dataset = load_dataset(data, storage_size=storage_size, strict=strict, test_only=test_only, stream=stream)
+    dataset = load_dataset(data, storage_size=storage_size, strict=strict, test_only=test_only, stream=stream,
+                           crops=crops)
     return make_splits(dataset, val_size=val_size, seed=seed, limit_train=limit_train, limit_test=limit_test,
                        test_only=test_only)
 
@@ -134,7 +138,8 @@ def splits_for(config, test_only=False):
     """The splits of a run's settings (a TrainConfig), as `alexnet train` makes them."""
     return load_splits(config.data, val_size=config.val_size, seed=config.seed, limit_train=config.limit_train,
                        limit_test=config.limit_test, storage_size=config.storage_size, strict=config.strict,
-                       test_only=test_only, stream=config.stream)
+                       test_only=test_only, stream=config.stream,
+                       crops=recipes.get(config.recipe).crop == "random-resized")
 
 
 def test_indices(n_test, seed=0, limit_test=None):

@@ -96,7 +96,7 @@ def test_a_folder_too_large_for_the_memory_budget_streams_and_its_index_is_cache
     captured = capsys.readouterr()
     assert "note: 12 images of" in captured.err and "would not fit in memory" in captured.err
     assert "the index takes" in captured.out and "bytes an image" in captured.out
-    monkeypatch.setattr(image_folder, "_list_files", lambda *a: pytest.fail("the cached index was not used"))
+    monkeypatch.setattr(image_folder, "list_files", lambda *a: pytest.fail("the cached index was not used"))
     again = image_folder.load_image_folder(folder)
     np.testing.assert_array_equal(again.x_train.paths, dataset.x_train.paths)
 

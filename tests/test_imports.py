@@ -37,13 +37,20 @@ def _top_level_imports(path):
 MODULES = {_module_name(path): _top_level_imports(path) for path in PACKAGE.rglob("*.py")}
 
 
-def _loads_keras(name, seen=()):
-    imports = MODULES.get(name, set())
-    if any(i.split(".")[0] in BACKEND_MODULES for i in imports):
-        return True
-    inner = {i for i in imports if i in MODULES and i != name and i not in seen}
-    parents = {".".join(name.split(".")[:k]) for k in range(1, name.count(".") + 1)}  # a package's __init__ runs
-    return any(_loads_keras(i, (*seen, name)) for i in inner | (parents & set(MODULES)))
+def _loads_keras(name):
+    """Whether importing `name` loads a backend: through any module it reaches (a package's __init__ runs too)."""
+    pending, seen = [name], set()
+    while pending:  # a walk over the import graph, each module once (enumerating paths grows exponentially)
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        imports = MODULES.get(current, set())
+        if any(i.split(".")[0] in BACKEND_MODULES for i in imports):
+            return True
+        parents = {".".join(current.split(".")[:k]) for k in range(1, current.count(".") + 1)}
+        pending += [i for i in imports | parents if i in MODULES]
+    return False
 
 
 def test_only_the_model_building_modules_load_keras():

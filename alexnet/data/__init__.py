@@ -31,7 +31,7 @@ __all__ = ["ARCHIVE_SUFFIXES", "CIFAR10_CLASSES", "IMAGE_EXTENSIONS", "MAX_STORE
            "read_cifar_batch", "read_cifar_batches", "safe_unpickle", "writable_cache_dir"]
 
 
-def load_dataset(data="cifar10", storage_size=None, strict=False, test_only=False, stream=None):
+def load_dataset(data="cifar10", storage_size=None, strict=False, test_only=False, stream=None, crops=False):
     """Loads a dataset by the CLI's `--data` value.
 
     Args:
@@ -46,6 +46,8 @@ def load_dataset(data="cifar10", storage_size=None, strict=False, test_only=Fals
         stream: image folders only: True indexes the files to stream them from
             disk (`data.index.FileIndex` in place of the arrays), False decodes
             them into memory; None streams a folder that would not fit in memory.
+        crops: the recipe crops each file in the pipeline (random-resized): with stream=None, image folders
+            stream, since the crops need the original files.
 
     Returns:
         A `Dataset`.
@@ -71,7 +73,7 @@ def load_dataset(data="cifar10", storage_size=None, strict=False, test_only=Fals
         batches = _find_cifar_batches(path)
         if batches is None:
             return load_image_folder(path, storage_size=storage_size, strict=strict, test_only=test_only,
-                                     stream=stream)
+                                     stream=True if stream is None and crops else stream)
         _in_memory_only(stream, f"the CIFAR batches in {batches}")
         dataset = read_cifar_batches(batches)
     if storage_size is not None and tuple(storage_size) != dataset.x_train.shape[1:3]:

@@ -16,3 +16,4 @@ class Dataset:
     class_names: list
     source: str  # what was loaded, for config.json and messages
     skipped: list = dataclasses.field(default_factory=list)  # unreadable files left out
+    class_ids: list = dataclasses.field(default_factory=list)  # folder names where names differ (ImageNet's wnids)

@@ -1,7 +1,9 @@
-"""Image folders (train/<class>/*, test/<class>/*): decoded once to uint8 arrays, then read from the cache."""
+"""Image folders (train/<class>/*, test/<class>/*, and ImageNet's layouts: `layouts`): decoded once to uint8
+arrays, then read from the cache, or indexed to stream from disk."""
 
 import collections
 import concurrent.futures
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -13,16 +15,20 @@ from alexnet.data.cache import _folder_key, _read_cache, _write_cache, writable_
 from alexnet.data.dataset import Dataset
 from alexnet.data.images import _image_size, decode_image
 from alexnet.data.index import FileIndex, index_key, load_index, save_index
+from alexnet.data.layouts import IMAGE_EXTENSIONS, detect, list_files
 from alexnet.errors import AlexnetError, UsageError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MAX_STORED_SIDE = 256  # default cap on the longer side of stored images (pixels): photos would fill memory
 
 
 def load_image_folder(root, storage_size=None, strict=False, test_only=False, stream=None):
-    """Loads an image-folder dataset (train/<class>/*, test/<class>/*) into uint8 arrays, or indexes it to stream.
+    """Loads an image-folder dataset into uint8 arrays, or indexes it to stream.
+
+    The layout (train/<class>/* with test/<class>/* or val/<class>/*, or one of
+    ImageNet's) is detected by `layouts.detect`; labels follow the sorted class
+    folder names (wnids), and ImageNet's synset mapping names the classes.
 
     Every image becomes RGB (grayscale replicated, transparency composited on
     white) and is resized to one storage size: `storage_size`, or else the most
@@ -34,18 +40,19 @@ def load_image_folder(root, storage_size=None, strict=False, test_only=False, st
 
     Raises:
         UsageError: If the layout is wrong (no train/ or test/, empty class
-            folders, differing class lists, a single class), or stream=False for
+            folders, differing class lists, a single class, an ImageNet folder
+            that lacks a part or its labels), or stream=False for
             a folder that does not fit in memory.
         AlexnetError: With strict=True, if a file cannot be decoded.
     """
-    root = Path(root)
-    parts_read = ("test",) if test_only and not (root / "train").is_dir() else ("train", "test")
-    listing = index_key(root, parts_read, storage_size)  # of the cached index, without listing the files
+    layout = detect(root, test_only)
+    root = layout.root  # the files' paths are relative to it (ILSVRC/Data/CLS-LOC for Kaggle's ImageNet)
+    listing = index_key(layout, storage_size)  # of the cached index, without listing the files
     if stream is not False:
         streamed = _cached_index(root, listing, stream)
         if streamed is not None:
             return streamed
-    class_names, paths, labels, parts = _list_files(root, test_only)
+    class_ids, class_names, paths, labels, parts = list_files(layout, test_only)
     # The key uses the size as asked ("auto" for None), so a cached folder loads without reading any image.
     key = _folder_key(paths, storage_size)
     cached = _cache_folder(key)
@@ -53,7 +60,7 @@ def load_image_folder(root, storage_size=None, strict=False, test_only=False, st
         dataset = _look_up_cache(cached, key, class_names, root)
         if dataset is not None:
             _report_skipped(dataset.skipped, strict)
-            return dataset
+            return dataclasses.replace(dataset, class_ids=class_ids)
     if stream is None:
         size = _storage_size(_sample(paths), storage_size, root, quiet=True)
         stream = not fits_in_memory(len(paths), size)
@@ -63,7 +70,7 @@ def load_image_folder(root, storage_size=None, strict=False, test_only=False, st
                               f"{_bytes(memory_budget())} available): streaming them from disk (--no-stream "
                               "refuses instead)")
     if stream:
-        return _index_folder(root, listing, class_names, paths, labels, parts, storage_size)
+        return _index_folder(root, listing, class_ids, class_names, paths, labels, parts, storage_size)
     size = _storage_size(paths, storage_size, root)
     _check_memory(len(paths), size, root)
     images = _decode_all(paths, size, root)
@@ -72,60 +79,10 @@ def load_image_folder(root, storage_size=None, strict=False, test_only=False, st
     arrays = _assemble(images, labels, parts, size, root, test_only)
     if cached is not None:
         _write_cache(cached, arrays, {"key": key, "class_names": class_names, "skipped": skipped, "root": str(root)})
-    return Dataset(**arrays, class_names=class_names, source=str(root), skipped=skipped)
+    return Dataset(**arrays, class_names=class_names, source=str(root), skipped=skipped, class_ids=class_ids)
 
 
 # --- The steps of load_image_folder, in order ------------------------------------------
-
-
-def _list_files(root, test_only):
-    """The class names, and every image file (train, then test; by class) with its label and part."""
-    train_files, test_files = _list_parts(root, test_only)
-    class_names = sorted(train_files)
-    paths, labels, parts = [], [], []
-    for part, files in (("train", train_files), ("test", test_files)):
-        for label, name in enumerate(class_names):
-            paths += files[name]
-            labels += [label] * len(files[name])
-            parts += [part] * len(files[name])
-    return class_names, paths, labels, parts
-
-
-def _list_parts(root, test_only):
-    """{class name: [image paths]} of train/ and of test/, checked to hold the same two or more classes."""
-    test_files = _list_images(root, "test")
-    if test_only and not (root / "train").is_dir():  # evaluation reads test/ alone
-        train_files = {name: [] for name in test_files}
-    else:
-        train_files = _list_images(root, "train")
-    if sorted(train_files) != sorted(test_files):
-        only_train = sorted(set(train_files) - set(test_files))
-        only_test = sorted(set(test_files) - set(train_files))
-        raise UsageError(f"--data: train/ and test/ of {root} have different classes "
-                         f"(only in train: {only_train or 'none'}; only in test: {only_test or 'none'})")
-    class_names = sorted(train_files)
-    if len(class_names) < 2:
-        raise UsageError(f"--data: {root} holds a single class ({class_names[0]}); classification needs two or more")
-    return train_files, test_files
-
-
-def _list_images(root, part):
-    """Returns {class name: [image paths]} for root/part/<class>/*, checking the layout."""
-    folder = root / part
-    if not folder.is_dir():
-        raise UsageError(f"--data: {root} has no {part}/ folder. An image folder holds "
-                         "train/<class>/* and test/<class>/*.")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise UsageError(f"--data: {folder} holds no class folders (expected {part}/<class>/*)")
-    files = {}
-    for name in classes:
-        files[name] = sorted(p for p in (folder / name).iterdir()
-                             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files[name]:
-            raise UsageError(f"--data: class folder {folder / name} holds no image files "
-                             f"({', '.join(IMAGE_EXTENSIONS)})")
-    return files
 
 
 def _cache_folder(key):
@@ -226,14 +183,15 @@ def _sample(paths, count=1000):
     return [paths[i] for i in sorted(np.random.default_rng(0).choice(len(paths), count, replace=False))]
 
 
-def _index_folder(root, key, class_names, paths, labels, parts, storage_size):
+def _index_folder(root, key, class_ids, class_names, paths, labels, parts, storage_size):
     """The streamed dataset: FileIndex of the train and test files (cached), never decoded here."""
     size = _storage_size(_sample(paths), storage_size, root)
     relative = np.array([os.fsencode(str(p.relative_to(root))) for p in paths])
     arrays = {"paths": relative, "labels": np.asarray(labels, np.int64),
               "test": np.asarray([part == "test" for part in parts])}
-    save_index(key, arrays, {"class_names": class_names, "size": list(size), "root": str(root)})
-    return _streamed_dataset(root, arrays, class_names, size)
+    save_index(key, arrays, {"class_names": class_names, "class_ids": class_ids, "size": list(size),
+                             "root": str(root)})
+    return _streamed_dataset(root, arrays, class_ids, class_names, size)
 
 
 def _cached_index(root, key, stream):
@@ -248,14 +206,14 @@ def _cached_index(root, key, stream):
     if stream is None:
         console.note(log, f"{len(arrays['paths'])} images of {root} would not fit in memory: streaming them "
                           "from disk (--no-stream refuses instead)")
-    return _streamed_dataset(root, arrays, meta["class_names"], size)
+    return _streamed_dataset(root, arrays, meta.get("class_ids", meta["class_names"]), meta["class_names"], size)
 
 
-def _streamed_dataset(root, arrays, class_names, size):
+def _streamed_dataset(root, arrays, class_ids, class_names, size):
     index = FileIndex(Path(root), arrays["paths"], tuple(size))
     test = arrays["test"]
     dataset = Dataset(index[~test], arrays["labels"][~test], index[test], arrays["labels"][test], list(class_names),
-                      source=str(root))
+                      source=str(root), class_ids=list(class_ids))
     log.info(f"Streaming {len(index)} images of {root} from disk; the index takes "
              f"{(index.nbytes + arrays['labels'].nbytes) / max(1, len(index)):.0f} bytes an image")
     return dataset

@@ -22,7 +22,7 @@ from alexnet.data.cache import _write_cache, writable_cache_dir
 
 log = logging.getLogger(__name__)
 
-_INDEX_FORMAT = 1  # bump when the cached index changes meaning
+_INDEX_FORMAT = 2  # bump when the cached index changes meaning
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,17 +58,22 @@ class FileIndex:
         return np.char.add(prefix, self.paths)
 
 
-def index_key(root, parts, storage_size):
+def index_key(layout, storage_size):
     """A key that changes when a class folder gains, loses or renames a file (its modification time changes).
 
-    Cheap: it reads the class folders' times, not each file's, so a cached index
-    of a million files is found without listing them.
+    Cheap: it reads the class folders' times (and those of the part folders and
+    label files), not each file's, so a cached index of a million files is
+    found without listing them.
     """
-    digest = hashlib.sha256(f"index v{_INDEX_FORMAT} {Path(root).resolve()} size={storage_size or 'auto'}".encode())
-    for part in parts:
-        folder = Path(root) / part
+    root = Path(layout.root)
+    digest = hashlib.sha256(f"index v{_INDEX_FORMAT} {root.resolve()} size={storage_size or 'auto'}".encode())
+    for path in layout.label_files:
+        digest.update(f"\n{path.name}\t{path.stat().st_mtime_ns}".encode())
+    for part in layout.parts:
+        folder = root / part
         if not folder.is_dir():
             continue
+        digest.update(f"\n{part}\t{folder.stat().st_mtime_ns}".encode())  # a flat folder's files
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             if entry.is_dir() and not entry.name.startswith("."):
                 digest.update(f"\n{part}/{entry.name}\t{entry.stat().st_mtime_ns}".encode())
