@@ -30,6 +30,7 @@ KEEP_CHECKPOINTS = 2  # the newest and the one before, to fall back on if the ne
 # seconds: the whole epoch, validation included; images_per_s: the training part alone.
 HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds", "images_per_s")
 TEST_EACH_EPOCH_COLUMNS = ("test_accuracy", "test_seconds", "finished_at")  # with --test-each-epoch
+TOP5_COLUMNS = ("top5_accuracy", "val_top5_accuracy")  # data with more than 5 classes (recipes.compile_model)
 
 
 def in_order(callbacks):
@@ -149,11 +150,12 @@ class EpochLog(keras.callbacks.Callback):
         logs = {**(logs or {}), "seconds": seconds, "images_per_s": self.train_images / (self._trained or seconds)}
         path = self.folder.history_file
         new = not path.exists() or path.stat().st_size == 0
+        columns = self.columns if new else _header(path)  # a resumed run keeps the columns it started with
         with open(path, "a", newline="") as f:
             writer = csv.writer(f)
             if new:
-                writer.writerow(self.columns)
-            writer.writerow([epoch] + [repr(float(logs.get(k, float("nan")))) for k in self.columns[1:]])
+                writer.writerow(columns)
+            writer.writerow([epoch] + [repr(float(logs.get(k, float("nan")))) for k in columns[1:]])
             f.flush()
             os.fsync(f.fileno())
         tf = tensorflow()
@@ -165,7 +167,7 @@ class EpochLog(keras.callbacks.Callback):
                 continue
             writer = self._writer(tf, part)
             with writer.as_default():
-                for metric in ("loss", "accuracy"):
+                for metric in ("loss", "accuracy", "top5_accuracy"):
                     if prefix + metric in logs:
                         tf.summary.scalar(f"epoch_{metric}", float(logs[prefix + metric]), step=epoch)
                 if part == "train" and learning_rate is not None:
@@ -177,6 +179,11 @@ class EpochLog(keras.callbacks.Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+
+def _header(path):
+    with open(path, newline="") as f:
+        return tuple(next(csv.reader(f), ()))
 
 
 def trim_logs(folder, epochs_done):

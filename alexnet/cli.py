@@ -37,6 +37,7 @@ def _number(kind, least, what):
 _positive_int = _number(int, 1, "positive integer")
 _non_negative_int = _number(int, 0, "non-negative integer")
 _positive_float = _number(float, float.fromhex("0x1p-1074"), "positive number")  # the smallest float above 0
+_non_negative_float = _number(float, 0.0, "non-negative number")
 
 
 def _size(text):
@@ -81,7 +82,9 @@ def build_parser():
                                             "given wins over it.",
                                 argument_default=argparse.SUPPRESS)  # so --resume can tell which flags were given
     train.add_argument("--data", help="'cifar10' (keras.datasets download), an image folder (train/<class>/*, "
-                                      "test/<class>/*), a cifar-10-batches-py folder, or a .tar.gz/.zip of one "
+                                      "test/<class>/* or val/<class>/*), ImageNet (train/<wnid>/ with val/<wnid>/, "
+                                      "or Kaggle's folder with ILSVRC/ and LOC_val_solution.csv), a "
+                                      "cifar-10-batches-py folder, or a .tar.gz/.zip of one "
                                       f"(default: {defaults.data})")
     train.add_argument("--model", choices=MODELS, help=f"(default: {defaults.model})")
     train.add_argument("--epochs", type=_positive_int, help=_recipe_default("epochs"))
@@ -109,7 +112,8 @@ def build_parser():
     train.add_argument("--stream", action=argparse.BooleanOptionalAction,
                        help="image folders: read the files from disk as training goes (tf.data on TensorFlow, "
                             "Grain on JAX and PyTorch), one shard per process, instead of decoding them into "
-                            "memory (default: stream a folder whose decoded images would not fit in memory)")
+                            "memory (default: stream a folder whose decoded images would not fit in memory, and "
+                            "every folder under a recipe that crops files in the pipeline: imagenet)")
     train.add_argument("--run-dir", help="the run's folder (default: runs/<timestamp>-<model>)")
     train.add_argument("--overwrite", action="store_true", help="let --run-dir replace a folder that holds a run")
     train.add_argument("--recipe", choices=list(RECIPES),
@@ -118,6 +122,12 @@ def build_parser():
     train.add_argument("--tta", action=argparse.BooleanOptionalAction,
                        help="the final report also gives test-time-augmented figures: each test image's "
                             "and its mirror's predictions averaged " + _recipe_default("tta"))
+    train.add_argument("--ten-crop", action=argparse.BooleanOptionalAction,
+                       help="the final report also gives the paper's 10-crop test: four corners and the centre, "
+                            "each with its mirror, averaged " + _recipe_default("ten_crop"))
+    train.add_argument("--pca-lighting", type=_non_negative_float, metavar="STD",
+                       help="the paper's PCA lighting noise in training: std of the random weight of each colour "
+                            "component, 0 for none " + _recipe_default("pca_lighting"))
     train.add_argument("--jit", action=argparse.BooleanOptionalAction,
                        help="XLA compilation (default: on for GPUs and JAX, off otherwise)")
     train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
@@ -145,6 +155,9 @@ def build_parser():
     evaluate.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)")
     evaluate.add_argument("--tta", action="store_true",
                           help="also report test-time-augmented figures (each image and its mirror averaged)")
+    evaluate.add_argument("--ten-crop", action="store_true",
+                          help="also report the paper's 10-crop figures (four corners and the centre, each with "
+                               "its mirror, averaged)")
     _add_backend(evaluate)
     evaluate.add_argument("--out", default=None, metavar="DIR",
                           help="folder for report.json, report.md, confusion.png, mistakes.png "
@@ -215,7 +228,7 @@ def _evaluate(args):
     from alexnet.runs import REPORT_MD
 
     report = evaluate(args.target, data=args.data, batch_size=args.batch_size, limit_test=args.limit_test,
-                      out=args.out, tta=args.tta)
+                      out=args.out, tta=args.tta, ten_crop=args.ten_crop)
     for line in summary_lines(report):
         log.info(line)
     log.info(f"Report: {report['out']}/{REPORT_MD}")

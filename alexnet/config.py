@@ -12,7 +12,7 @@ class TrainConfig:
     """Every setting of `alexnet train`; written, resolved, to the run folder's config.json.
 
     The settings a recipe sets (`recipes.RECIPE_FIELDS`: epochs, batch_size,
-    lr, image_size, tta) are None unless given: None means "the recipe's",
+    lr, image_size, tta, ten_crop, pca_lighting) are None unless given: None means "the recipe's",
     however the config is built (`TrainConfig(recipe="cpu")`, `from_flags`,
     `dataclasses.replace`). `resolved()` fills them in; a run trains with that.
     """
@@ -25,6 +25,8 @@ class TrainConfig:
     lr: Optional[float] = None  # peak SGD learning rate; None: the recipe's rule for the batch size
     image_size: Optional[int] = None  # side of the square images the convolutions see (pixels); None: the recipe's
     tta: Optional[bool] = None  # the final report also gives test-time-augmented figures; None: the recipe's
+    ten_crop: Optional[bool] = None  # the final report also gives the paper's 10-crop figures; None: the recipe's
+    pca_lighting: Optional[float] = None  # std of the paper's PCA lighting noise (0: none); None: the recipe's
     val_size: Optional[int] = None  # held-out training images; None: splits.VAL_SIZE_RULE
     seed: int = 42  # splits, shuffling, initialization and dropout
     limit_train: Optional[int] = None  # cap on training images, after validation is taken out
@@ -71,6 +73,8 @@ class TrainConfig:
         if config.run_dir is not None and not str(config.run_dir).strip():
             raise UsageError("--run-dir must name a folder. Received: an empty name")
         choices.check_image_size(config.image_size)
+        if not 0 <= config.pca_lighting < float("inf"):
+            raise UsageError(f"--pca-lighting must be 0 (none) or a positive number. Received: {config.pca_lighting}")
         if config.storage_size is not None and (len(config.storage_size) != 2 or min(config.storage_size) < 1):
             raise UsageError(f"--storage-size must be N or HxW with positive sides. Received: {config.storage_size}")
         return config

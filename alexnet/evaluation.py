@@ -48,7 +48,7 @@ def _slug(data):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "data"
 
 
-def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=False):
+def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=False, ten_crop=False):
     """Evaluates a run folder's model (or a .keras file) on a test split and writes a report.
 
     Without `data`, a run folder is evaluated on exactly the test split it was
@@ -66,6 +66,7 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
             other (other data, all of the run's test data, or another sample); beside a bare model file:
             `evaluation-<data name>[-<limit_test>]/`.
         tta: also report the figures of each image's and its mirror's predictions averaged.
+        ten_crop: also report the figures of the paper's 10-crop test (`report.ten_crop_probabilities`).
 
     Returns:
         The report's metrics ("top1_accuracy", "test_loss", "per_class", "confusion_matrix", ... and "tta"
@@ -94,7 +95,8 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out}: is a file; give a folder for the report")
         out.mkdir(parents=True, exist_ok=True)
-    metrics = write_report(model, images, labels, class_names, out, batch_size=batch_size, tta=tta)
+    metrics = write_report(model, images, labels, class_names, out, batch_size=batch_size, tta=tta,
+                           ten_crop=ten_crop)
     return {**metrics, "out": str(out)}
 
 

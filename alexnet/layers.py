@@ -112,26 +112,43 @@ class Resize(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="alexnet")
 class Augment(keras.layers.Layer):
-    """Random shifts and horizontal flips of (B, H, W, C) images, in training only.
+    """Random shifts, horizontal flips and PCA lighting noise of (B, H, W, C) images, in training only.
 
     Shifts are up to `shift` of the height and width, filled with zeros (the mean
     of a standardized image), with nearest-pixel sampling; flips are left-right.
+    Lighting noise is the paper's (Krizhevsky et al. 2012, section 4.1): to every
+    pixel of an image, add `eigenvectors @ (alpha * eigenvalues)` with one
+    `alpha ~ N(0, lighting)` per component and image, where the eigenvalues and
+    eigenvectors are those of the 3x3 covariance of the training pixels
+    (`colour_basis`). The images here are standardized per image, so the basis is
+    taken of standardized pixels: before standardization the first component,
+    close to plain brightness, would be subtracted again.
     Outside training (`model(images)`, `predict`, exports) it passes images
     through and leaves the training mode of the layers after it alone.
 
     Args:
         shift: Largest shift as a fraction of the side (0: no shifts).
         flip: Whether to flip half the images left-right.
-        seed: Seed of the random shifts and flips.
+        seed: Seed of the random shifts, flips and lighting.
+        lighting: Standard deviation of alpha (the paper's 0.1; 0: none).
+        eigenvalues: (3,) of the pixels' colour covariance, if lighting.
+        eigenvectors: (3, 3), one eigenvector a column, if lighting.
     """
 
-    def __init__(self, shift=0.0, flip=False, seed=None, **kwargs):
+    def __init__(self, shift=0.0, flip=False, seed=None, lighting=0.0, eigenvalues=None, eigenvectors=None,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.shift, self.flip, self.seed = float(shift), bool(flip), seed
+        self.shift, self.flip, self.seed, self.lighting = float(shift), bool(flip), seed, float(lighting)
+        if self.lighting and (eigenvalues is None or eigenvectors is None):
+            raise ValueError(f"lighting noise needs the eigenvalues and eigenvectors of the pixels' colour "
+                             f"covariance. Received: lighting={lighting}, eigenvalues={eigenvalues}")
+        self.eigenvalues = [float(v) for v in eigenvalues] if eigenvalues is not None else None
+        self.eigenvectors = [[float(v) for v in row] for row in eigenvectors] if eigenvectors is not None else None
         self.translate = keras.layers.RandomTranslation(
             shift, shift, fill_mode="constant", fill_value=0.0, interpolation="nearest", seed=seed,
             dtype=self.dtype_policy) if shift else None
         self.mirror = keras.layers.RandomFlip("horizontal", seed=seed, dtype=self.dtype_policy) if flip else None
+        self.lighting_seed = keras.random.SeedGenerator(seed) if self.lighting else None
 
     def build(self, input_shape):
         for layer in (self.translate, self.mirror):
@@ -146,10 +163,95 @@ class Augment(keras.layers.Layer):
             x = self.translate(x, training=True)
         if self.mirror is not None:
             x = self.mirror(x, training=True)
+        if self.lighting:
+            alpha = keras.random.normal((ops.shape(x)[0], 3), stddev=self.lighting, seed=self.lighting_seed)
+            scaled = alpha * ops.convert_to_tensor(self.eigenvalues, dtype=alpha.dtype)  # (B, 3)
+            offset = ops.matmul(scaled, ops.transpose(ops.convert_to_tensor(self.eigenvectors, dtype=alpha.dtype)))
+            x = x + ops.cast(offset[:, None, None, :], x.dtype)  # (B, 1, 1, 3): the same for every pixel
         return x
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "shift": self.shift, "flip": self.flip, "seed": self.seed}
+        return {**super().get_config(), "shift": self.shift, "flip": self.flip, "seed": self.seed,
+                "lighting": self.lighting, "eigenvalues": self.eigenvalues, "eigenvectors": self.eigenvectors}
+
+
+def colour_basis(images):
+    """(eigenvalues (3,), eigenvectors (3, 3) as columns) of the colour covariance of standardized pixels.
+
+    Args:
+        images: uint8 (N, H, W, 3), a sample of the training images.
+
+    Returns:
+        The basis of `Augment`'s lighting noise, as lists, largest component first.
+    """
+    import numpy as np
+
+    x = np.asarray(images, np.float64)
+    axes = tuple(range(1, x.ndim))
+    x = x - x.mean(axis=axes, keepdims=True)  # PerImageStandardization, in NumPy
+    x = x / np.maximum(x.std(axis=axes, keepdims=True), 1.0 / np.sqrt(np.prod(x.shape[1:])))
+    values, vectors = np.linalg.eigh(np.cov(x.reshape(-1, 3), rowvar=False))
+    order = np.argsort(values)[::-1]
+    return values[order].tolist(), vectors[:, order].tolist()
+
+
+@keras.saving.register_keras_serializable(package="alexnet")
+class TenCrop(keras.layers.Layer):
+    """The paper's 10-crop test (Krizhevsky et al. 2012, section 4.1): four corners and the centre, and mirrors.
+
+    (B, H, W, C) uint8 -> (B * 10, out_h, out_w, C) uint8, image-major: rows
+    10b..10b+9 are image b's crops of `crop` (height, width) at the top-left,
+    top-right, bottom-left, bottom-right corners and the centre, then the same
+    five mirrored. Crops are resized to `out` where it differs from `crop`
+    (rounded back to uint8, as the input pipeline gives images).
+
+    Args:
+        crop: (height, width) of each crop.
+        out: (height, width) the crops are resized to (the model's input).
+    """
+
+    def __init__(self, crop, out=None, **kwargs):
+        super().__init__(**kwargs)
+        self.crop = tuple(int(v) for v in crop)
+        self.out = tuple(int(v) for v in out) if out is not None else self.crop
+
+    def call(self, inputs):
+        height, width = inputs.shape[1], inputs.shape[2]
+        h, w = self.crop
+        tops = (0, 0, height - h, height - h, (height - h) // 2)
+        lefts = (0, width - w, 0, width - w, (width - w) // 2)
+        crops = [inputs[:, t:t + h, s:s + w, :] for t, s in zip(tops, lefts)]
+        crops += [ops.flip(c, axis=2) for c in crops]
+        x = ops.reshape(ops.stack(crops, axis=1), (-1, h, w, inputs.shape[-1]))  # (B * 10, h, w, C)
+        if self.out != self.crop:
+            x = ops.image.resize(ops.cast(x, "float32"), self.out, interpolation="bilinear", antialias=True)
+            x = ops.cast(ops.clip(ops.round(x), 0, 255), inputs.dtype)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        batch = None if input_shape[0] is None else input_shape[0] * 10
+        return (batch, *self.out, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "crop": list(self.crop), "out": list(self.out)}
+
+
+@keras.saving.register_keras_serializable(package="alexnet")
+class MeanOverCrops(keras.layers.Layer):
+    """(B * crops, classes) -> (B, classes): the mean of each image's consecutive `crops` rows."""
+
+    def __init__(self, crops=10, **kwargs):
+        super().__init__(**kwargs)
+        self.crops = int(crops)
+
+    def call(self, inputs):
+        return ops.mean(ops.reshape(inputs, (-1, self.crops, inputs.shape[-1])), axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (None if input_shape[0] is None else input_shape[0] // self.crops, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "crops": self.crops}

@@ -61,9 +61,14 @@ def sample_figure(images, labels, class_names, count=20, columns=5, seed=0):
         axes = figure.add_subplot(rows, columns, slot + 1)
         image = images[i]
         axes.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
-        axes.set_title(class_names[int(labels[i])], fontsize=10)
+        axes.set_title(short_label(class_names[int(labels[i])]), fontsize=10)
         axes.axis("off")
     return figure
+
+
+def short_label(name, width=22):
+    """A class name cut to fit a picture's title (ImageNet's can be long), with an ellipsis."""
+    return name if len(name) <= width else name[:width - 1] + "…"
 
 
 def training_curves(rows, path, loss_title="loss"):

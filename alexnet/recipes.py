@@ -56,6 +56,8 @@ class Recipe:
     crop_ratio: tuple = (3 / 4, 4 / 3)  # width / height
     center_crop: float = 0.875  # torchvision's 224 of 256
     tta: bool = False  # the final report also averages each test image's and its mirror's predictions
+    ten_crop: bool = False  # the final report also gives the paper's 10-crop figures (corners, centre, mirrors)
+    pca_lighting: float = 0.0  # std of the paper's PCA lighting noise (0.1 there; 0: none), in training
 
     @property
     def one_hot(self):
@@ -70,17 +72,19 @@ class Recipe:
         """The TrainConfig fields this recipe sets (RECIPE_FIELDS), the learning rate for `batch_size` if given."""
         batch_size = self.batch_size if batch_size is None else batch_size
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.default_lr(batch_size),
-                "image_size": self.image_size, "tta": self.tta}
+                "image_size": self.image_size, "tta": self.tta, "ten_crop": self.ten_crop,
+                "pca_lighting": self.pca_lighting}
 
     def help(self):
         """The recipe's values, for `alexnet train --help`."""
         lr = f"lr {self.lr_per_256:g} x batch/256" if self.lr_per_256 is not None else f"lr {self.lr:g}"
+        extras = ", 10-crop test" * self.ten_crop + f", PCA lighting {self.pca_lighting:g}" * bool(self.pca_lighting)
         return (f"{self.about} ({self.epochs} epochs, batch {self.batch_size}, {lr}, {self.image_size} px, "
-                f"TTA {'on' if self.tta else 'off'})")
+                f"TTA {'on' if self.tta else 'off'}{extras})")
 
 
 # The TrainConfig fields a recipe sets when the user leaves them out (None there: the recipe's value).
-RECIPE_FIELDS = ("epochs", "batch_size", "lr", "image_size", "tta")
+RECIPE_FIELDS = ("epochs", "batch_size", "lr", "image_size", "tta", "ten_crop", "pca_lighting")
 
 
 _FAST = Recipe(about="augmentation, Nesterov SGD, weight decay, warm-up + cosine, label smoothing; for a GPU",
@@ -95,10 +99,12 @@ RECIPES = {
     "cpu": dataclasses.replace(_FAST, about="fast for a small CPU (about 10 min on 2 cores); give it the epochs "
                                       "your time allows", epochs=4, batch_size=256, image_size=67, warmup_epochs=0.5),
     # The paper's training (Krizhevsky et al. 2012, section 5), with torchvision's fixed drops: SGD momentum 0.9,
-    # weight decay 5e-4, batch 128 at 0.01 (scaled linearly), lr / 10 at epochs 30, 60, 80 of 90.
+    # weight decay 5e-4, batch 128 at 0.01 (scaled linearly), lr / 10 at epochs 30, 60, 80 of 90; random-resized
+    # crops and flips in the pipeline; the paper's PCA lighting noise (std 0.1) and its 10-crop test.
     "imagenet": Recipe(about="the paper's ImageNet training, for streamed photo folders", epochs=90, batch_size=128,
                        image_size=227, lr_per_256=0.02, momentum=0.9, weight_decay=5e-4,
-                       lr_drops=(30 / 90, 60 / 90, 80 / 90), flip=True, crop="random-resized"),
+                       lr_drops=(30 / 90, 60 / 90, 80 / 90), flip=True, crop="random-resized", ten_crop=True,
+                       pca_lighting=0.1),
 }
 
 
@@ -107,9 +113,11 @@ def get(name):
     return RECIPES[check_choice("--recipe", name, RECIPES)]
 
 
-def describe(name, batch_size, lr):
-    """What the recipe does, for config.json and the console."""
+def describe(name, batch_size, lr, pca_lighting=None, ten_crop=None):
+    """What the recipe does, for config.json and the console (pca_lighting, ten_crop: the run's, if not the recipe's)."""
     recipe = get(name)
+    pca_lighting = recipe.pca_lighting if pca_lighting is None else pca_lighting
+    ten_crop = recipe.ten_crop if ten_crop is None else ten_crop
     if recipe.lr_drops:
         schedule = (f"{lr:g}, divided by 10 after " + ", ".join(f"{f:.3g}" for f in recipe.lr_drops)
                     + " of the epochs (30, 60 and 80 of 90)")
@@ -123,28 +131,45 @@ def describe(name, batch_size, lr):
     if recipe.weight_decay:
         optimizer += f", weight decay {recipe.weight_decay:g}"
     augmentation = [f"random translation +-{recipe.shift:g} of the side (zero = image mean)"] * bool(recipe.shift)
+    augmentation += ["horizontal flip"] * recipe.flip
     if recipe.crop == "random-resized":
         augmentation.append(f"streamed folders: random-resized crop ({recipe.crop_area[0]:g}-{recipe.crop_area[1]:g} of "
                             f"the area, aspect {recipe.crop_ratio[0]:.3g}-{recipe.crop_ratio[1]:.3g}); evaluation: "
                             f"resize, centre crop {recipe.center_crop:g}")
-    augmentation += ["horizontal flip"] * recipe.flip
     described = {"optimizer": optimizer, "schedule": schedule, "label_smoothing": recipe.label_smoothing,
                  "augmentation": ", ".join(augmentation) or "none",
                  "test_time_augmentation": "image and mirror averaged" if recipe.tta else "none"}
+    if pca_lighting:
+        described["augmentation"] += (f", PCA lighting noise (std {pca_lighting:g}, on the colour "
+                                      "components of standardized training pixels)")
+    if ten_crop:
+        described["ten_crop_test"] = ("four corners and the centre of the evaluation image, each with its mirror, "
+                                      "averaged")
     if recipe.lr_per_256 is not None:
         described["lr_rule"] = (f"lr = {recipe.lr_per_256:g} x batch / 256 = {recipe.default_lr(batch_size):g} "
                                 f"at batch {batch_size}")
     return described
 
 
-def augmentation(name, seed):
-    """The training-only augmentation layer a recipe puts in the model, or None."""
+def augmentation(name, seed, in_pipeline=False, pca_lighting=0.0, colour_basis=None):
+    """The training-only augmentation layer a recipe puts in the model, or None.
+
+    Args:
+        name: the recipe.
+        seed: the run's seed.
+        in_pipeline: the input pipeline already crops and flips (a streamed "random-resized" recipe).
+        pca_lighting: std of the PCA lighting noise (0: none).
+        colour_basis: (eigenvalues, eigenvectors) of the training pixels (`layers.colour_basis`), for lighting.
+    """
     from alexnet.layers import Augment
 
     recipe = get(name)
-    if not (recipe.shift or recipe.flip):
+    shift, flip = (0.0, False) if in_pipeline else (recipe.shift, recipe.flip)
+    if not (shift or flip or pca_lighting):
         return None
-    return Augment(recipe.shift, recipe.flip, seed=seed, name="augment", dtype="float32")
+    eigenvalues, eigenvectors = colour_basis if pca_lighting else (None, None)
+    return Augment(shift, flip, seed=seed, lighting=pca_lighting, eigenvalues=eigenvalues, eigenvectors=eigenvectors,
+                   name="augment", dtype="float32")
 
 
 def learning_rate(recipe, lr, total_steps, steps_per_epoch):
@@ -189,13 +214,20 @@ def compile_model(model, config, steps_per_epoch, jit=False, lr=None):
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     if recipe.one_hot:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
-        metric = keras.metrics.CategoricalAccuracy(name="accuracy")
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
+                   keras.metrics.TopKCategoricalAccuracy(k=5, name="top5_accuracy")]
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
-        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    # A weighted metric: evaluation batches padded for several devices carry weight 0 on the copies.
-    model.compile(optimizer=optimizer, loss=loss, weighted_metrics=[metric], jit_compile=jit)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                   keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy")]
+    if model.output_shape[-1] <= TOP5_ABOVE:  # top-5 of 5 classes or fewer is always 1
+        metrics = metrics[:1]
+    # Weighted metrics: evaluation batches padded for several devices carry weight 0 on the copies.
+    model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics, jit_compile=jit)
     return model
+
+
+TOP5_ABOVE = 5  # classes: top-5 accuracy is logged each epoch (top5_accuracy, val_top5_accuracy) above this
 
 
 def steps_per_epoch(train_images, batch_size):

@@ -55,6 +55,44 @@ def tta_probabilities(model, images, plain, batch_size=256):
     return (plain + mirrored) / 2
 
 
+def ten_crop_model(model, input_shape, crop):
+    """A model that takes images of `input_shape` and returns `model`'s probabilities averaged over the paper's
+    ten crops of side `crop` (corners, centre, mirrors), each resized to what `model` takes."""
+    import keras
+
+    from alexnet.layers import MeanOverCrops, TenCrop
+
+    inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="images")
+    crops = TenCrop(crop, out=model.input_shape[1:3], name="ten_crop")(inputs)  # (B * 10, h, w, 3)
+    outputs = MeanOverCrops(10, name="mean_over_crops", dtype="float32")(model(crops))
+    wrapper = keras.Model(inputs, outputs, name=f"{model.name}_ten_crop")
+    wrapper.jit_compile = getattr(model, "jit_compile", False)
+    return wrapper
+
+
+def ten_crop_probabilities(model, images, batch_size=256):
+    """The paper's 10-crop test: probabilities (N, classes) averaged over four corner crops and the centre
+    crop of each image, and their mirrors.
+
+    For a streamed split evaluated on the centre crop of side S (random-resized
+    recipes), the crops are taken, as in the paper, from the central square that
+    the centre crop comes from (side S / 0.875: 256 for 224) at side S. Otherwise
+    (images at their stored size) they cover 0.875 of each side and are resized
+    back to it. A `StreamedImages` gives (probabilities, rows read).
+    """
+    size = tuple(model.input_shape[1:3])
+    if isinstance(images, StreamedImages) and images.transform.crop == "center":
+        import dataclasses
+
+        side = tuple(round(s / images.transform.center) for s in size)
+        images = StreamedImages(images.index, dataclasses.replace(images.transform, size=side, center=1.0),
+                                images.strict)
+        crop, input_shape = size, (*side, 3)
+    else:
+        crop, input_shape = tuple(round(s * 0.875) for s in size), (*size, 3)
+    return predict_probabilities(ten_crop_model(model, input_shape, crop), images, max(1, batch_size // 10))
+
+
 class StreamedImages:
     """A streamed test split for the report: its files (a FileIndex), the evaluation transform, and strictness.
 
@@ -149,7 +187,15 @@ def _markdown(metrics):
                      f"{metrics['tta']['top1_accuracy']:.2%}")
     k = metrics["top_k"]
     lines.append(f"- top-{k} accuracy: {metrics[f'top{k}_accuracy']:.2%}")
-    lines += [f"- macro F1: {metrics['macro_f1']:.3f}", "",
+    if "ten_crop" in metrics:
+        lines.append(f"- 10-crop test (four corners and the centre, each with its mirror, averaged): top-1 "
+                     f"{metrics['ten_crop']['top1_accuracy']:.2%}, top-{k} {metrics['ten_crop'][f'top{k}_accuracy']:.2%}")
+    lines.append(f"- macro F1: {metrics['macro_f1']:.3f}")
+    if len(metrics["class_names"]) > FULL_MATRIX_CLASSES:
+        lines += ["", "Most frequent confusions (true -> predicted: images):", ""]
+        lines += [f"- {true} -> {predicted}: {count}" for true, predicted, count in
+                  top_confusions(metrics["confusion_matrix"], metrics["class_names"])]
+    lines += ["",
               "| class | precision | recall | F1 | images |", "| --- | ---: | ---: | ---: | ---: |"]
     for name, m in metrics["per_class"].items():
         lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
@@ -157,10 +203,39 @@ def _markdown(metrics):
     return "\n".join(lines)
 
 
+FULL_MATRIX_CLASSES = 20  # above this many classes, the picture shows the top confusions, not the matrix
+TOP_CONFUSIONS = 25
+
+
+def top_confusions(confusion, class_names, count=TOP_CONFUSIONS):
+    """The `count` most frequent mistakes: [(true name, predicted name, images)], most frequent first."""
+    confusion = np.array(confusion)
+    np.fill_diagonal(confusion, 0)
+    flat = np.argsort(-confusion, axis=None, kind="stable")[:count]
+    pairs = [np.unravel_index(i, confusion.shape) for i in flat]
+    return [(class_names[t], class_names[p], int(confusion[t, p])) for t, p in pairs if confusion[t, p] > 0]
+
+
 def confusion_figure(confusion, class_names):
+    """The confusion matrix as a picture; for more than FULL_MATRIX_CLASSES classes (a 1000x1000 matrix is
+    unreadable), a bar chart of the most frequent confusions instead."""
     from matplotlib.figure import Figure
 
     confusion = np.asarray(confusion)
+    if len(class_names) > FULL_MATRIX_CLASSES:
+        pairs = top_confusions(confusion, class_names)
+        figure = Figure(figsize=(9, 0.32 * max(5, len(pairs)) + 1.2))
+        axes = figure.add_subplot(1, 1, 1)
+        labels = [f"{plots.short_label(true)} -> {plots.short_label(predicted)}" for true, predicted, _ in pairs]
+        axes.barh(range(len(pairs)), [count for _, _, count in pairs], color="tab:blue")
+        axes.set_yticks(range(len(pairs)), labels, fontsize=8)
+        axes.invert_yaxis()
+        axes.set_xlabel("test images")
+        axes.xaxis.get_major_locator().set_params(integer=True)  # counts
+        axes.set_title(f"most frequent confusions (true -> predicted) of {len(class_names)} classes")
+        if not pairs:
+            axes.text(0.5, 0.5, "no misclassified test images", ha="center", transform=axes.transAxes)
+        return figure
     size = max(5, 0.6 * len(class_names) + 2)
     figure = Figure(figsize=(size + 1, size))
     axes = figure.add_subplot(1, 1, 1)
@@ -193,7 +268,8 @@ def mistakes_figure(images, labels, probabilities, class_names, count=25, column
     for slot, i in enumerate(wrong):
         axes = figure.add_subplot(rows, columns, slot + 1)
         axes.imshow(images[i])
-        axes.set_title(f"{class_names[labels[i]]} -> {class_names[predicted[i]]}\n"
+        true, guess = (plots.short_label(class_names[c], 18) for c in (labels[i], predicted[i]))
+        axes.set_title(f"{true} -> {guess}\n"
                        f"({probabilities[i, predicted[i]]:.0%})", fontsize=9)
         axes.axis("off")
     return figure
@@ -207,12 +283,14 @@ def _figure_array(figure):
         return np.asarray(image.convert("RGB"))
 
 
-def write_report(model, images, labels, class_names, out_dir, log_dir=None, step=0, batch_size=256, tta=False):
+def write_report(model, images, labels, class_names, out_dir, log_dir=None, step=0, batch_size=256, tta=False,
+                 ten_crop=False):
     """Evaluates `model` on (images, labels) and writes the report files into out_dir.
 
     With tta=True the report also holds, under "tta", the figures of the
-    predictions averaged over each image and its mirror; the other figures
-    are always those of the images alone. `images` is a uint8 array, or a
+    predictions averaged over each image and its mirror; with ten_crop=True,
+    under "ten_crop", those of the paper's 10-crop test. The other figures
+    are always those of the images alone (one centre crop). `images` is a uint8 array, or a
     `StreamedImages` read from disk.
 
     Returns:
@@ -228,8 +306,11 @@ def write_report(model, images, labels, class_names, out_dir, log_dir=None, step
     if tta:
         averaged = classification_metrics(tta_probabilities(model, images, probabilities, batch_size), labels,
                                           class_names)
-        metrics["tta"] = {k: v for k, v in averaged.items()
-                          if k in ("test_loss", "macro_f1") or k.startswith("top")}
+        metrics["tta"] = _headline(averaged)
+    if ten_crop:
+        averaged = ten_crop_probabilities(model, images, batch_size)
+        averaged = averaged[0] if isinstance(images, StreamedImages) else averaged
+        metrics["ten_crop"] = _headline(classification_metrics(averaged, labels, class_names))
     write_json(out_dir / runs.REPORT_JSON, metrics)
     write_atomic(out_dir / runs.REPORT_MD, _markdown(metrics))
     confusion = confusion_figure(metrics["confusion_matrix"], class_names)
@@ -248,6 +329,11 @@ def write_report(model, images, labels, class_names, out_dir, log_dir=None, step
     return metrics
 
 
+def _headline(metrics):
+    """The figures of a test-time variant (TTA, 10-crop) that the report keeps beside the plain ones."""
+    return {k: v for k, v in metrics.items() if k in ("test_loss", "macro_f1") or k.startswith("top")}
+
+
 def summary_lines(report, smoothing=0.0):
     """What the console says of a report (report.json's names): accuracy, top-k, loss, and TTA if any."""
     k = report["top_k"]
@@ -257,4 +343,8 @@ def summary_lines(report, smoothing=0.0):
     if "tta" in report:
         lines.append(f"With test-time augmentation (image and mirror averaged): accuracy "
                      f"{report['tta']['top1_accuracy']:.4f}, loss {report['tta']['test_loss']:.4f}")
+    if "ten_crop" in report:
+        lines.append(f"10-crop test (corners, centre, mirrors averaged): accuracy "
+                     f"{report['ten_crop']['top1_accuracy']:.4f}, top-{k} {report['ten_crop'][f'top{k}_accuracy']:.4f}, "
+                     f"loss {report['ten_crop']['test_loss']:.4f}")
     return lines

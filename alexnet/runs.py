@@ -329,4 +329,8 @@ def metrics_from_report(report, epochs):
                "test_images": report["test_images"], "epochs": epochs}
     if "tta" in report:
         metrics |= {"tta_test_accuracy": report["tta"]["top1_accuracy"], "tta_test_loss": report["tta"]["test_loss"]}
+    if "ten_crop" in report:
+        metrics |= {"ten_crop_test_accuracy": report["ten_crop"]["top1_accuracy"],
+                    f"ten_crop_test_top{k}_accuracy": report["ten_crop"][f"top{k}_accuracy"],
+                    "ten_crop_test_loss": report["ten_crop"]["test_loss"]}
     return metrics

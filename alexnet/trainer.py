@@ -22,11 +22,11 @@ import keras
 
 import numpy as np
 
-from alexnet import console, order, plots, recipes, streaming
+from alexnet import console, layers, order, plots, recipes, streaming
 from alexnet.backend import speed_settings
-from alexnet.callbacks import (TEST_EACH_EPOCH_COLUMNS, Checkpoints, DeferredInterrupt, EpochLog, SkippedFileCount,
-                               StopOnInterrupt, TestEachEpoch, TimeEstimate, best_val_accuracy, in_order, restore,
-                               trim_logs)
+from alexnet.callbacks import (TEST_EACH_EPOCH_COLUMNS, TOP5_COLUMNS, Checkpoints, DeferredInterrupt, EpochLog,
+                               SkippedFileCount, StopOnInterrupt, TestEachEpoch, TimeEstimate, best_val_accuracy,
+                               in_order, restore, trim_logs)
 from alexnet.config import TrainConfig
 from alexnet.data import FileIndex
 from alexnet.distribute import Plan, initialize_processes, plan
@@ -174,6 +174,8 @@ def _write_new_run(job):
         "test_images_also_in_training": splits.test_duplicates, "skipped_files": len(splits.skipped),
         "streamed": job.streamed,
     }
+    if splits.class_ids and splits.class_ids != splits.class_names:  # ImageNet: wnids beside the names
+        data["class_ids"] = splits.class_ids
     if job.streamed:
         index = splits.x_train
         data["index_bytes_per_image"] = round((index.nbytes + splits.y_train.nbytes) / max(1, len(index)), 1)
@@ -181,7 +183,8 @@ def _write_new_run(job):
                               "evaluation": dataclasses.asdict(job.transforms[1])}
     job.folder.write_config({
         "settings": config.to_dict(), "data": data,
-        "recipe": recipes.describe(config.recipe, job.global_batch, job.global_lr),
+        "recipe": recipes.describe(config.recipe, job.global_batch, job.global_lr, config.pca_lighting,
+                                   config.ten_crop),
         "distribution": job.distribution.describe(config.batch_size, config.lr),
         "speed": {**job.speed, "op_determinism": job.deterministic}, "environment": environment()})
     images, labels = splits.x_train, splits.y_train
@@ -233,11 +236,14 @@ def _describe(job):
 def _build(job):
     """The compiled model, restored from the newest checkpoint that loads; returns (model, epochs done)."""
     config, splits = job.config, job.splits
+    crops = job.streamed and job.transforms[0].crop == "random-resized"  # then the pipeline also flips
+    basis = _colour_basis(job) if config.pca_lighting else None
     with job.distribution.scope():
-        crops = job.streamed and job.transforms[0].crop == "random-resized"  # then the pipeline also flips
+        augmentation = recipes.augmentation(config.recipe, config.seed, in_pipeline=crops,
+                                            pca_lighting=config.pca_lighting, colour_basis=basis)
         model = build_model(config.model, input_shape=job.input_shape,
                             num_classes=len(splits.class_names), image_size=config.image_size,
-                            augmentation=None if crops else recipes.augmentation(config.recipe, config.seed))
+                            augmentation=augmentation)
         recipes.compile_model(model, config, job.steps_per_epoch, jit=job.speed["jit"], lr=job.global_lr)
         done = restore(model, job.state) if job.resumed else 0
     if not job.resumed:
@@ -246,6 +252,30 @@ def _build(job):
     elif job.distribution.is_chief:
         _commit_resume(job, done)
     return model, done
+
+
+def _colour_basis(job, count=256):
+    """The colour components of the PCA lighting noise, from a seeded sample of the training images.
+
+    The paper takes them over all of ImageNet's training pixels; a few hundred images give the same 3x3
+    covariance to a few percent. Streamed files are read as evaluation reads them (the centre crop).
+    """
+    images = job.splits.x_train
+    rows = np.sort(np.random.default_rng([job.config.seed, 7]).choice(len(images), min(count, len(images)),
+                                                                       replace=False))
+    sample = images[rows] if not job.streamed else np.stack([
+        image for image in (_decoded_or_none(images, row, job.transforms[1]) for row in rows) if image is not None])
+    eigenvalues, eigenvectors = layers.colour_basis(sample)
+    log.info(f"PCA lighting noise: colour eigenvalues {', '.join(f'{v:.3g}' for v in eigenvalues)} "
+             f"(standardized pixels of {len(rows)} training images)")
+    return eigenvalues, eigenvectors
+
+
+def _decoded_or_none(index, row, transform):
+    try:
+        return streaming.decoded(index, [row], transform)[0]
+    except Exception:  # PIL and the OS raise many types; training skips (and names) such files itself
+        return None
 
 
 def _commit_resume(job, done):
@@ -267,7 +297,9 @@ def _fit(job, model, done):
     # Every process saves (others into their own temporary folder): with several JAX processes, saving
     # reads sharded arrays and takes all processes at once, so all must decide alike when to save
     # best.keras, from the same (the chief's) state.
-    callbacks = [EpochLog(job.folder, len(splits.x_train), TEST_EACH_EPOCH_COLUMNS if config.test_each_epoch else []),
+    columns = (TOP5_COLUMNS if len(splits.class_names) > recipes.TOP5_ABOVE else ()) + \
+        (TEST_EACH_EPOCH_COLUMNS if config.test_each_epoch else ())
+    callbacks = [EpochLog(job.folder, len(splits.x_train), columns),
                  Checkpoints(job.folder, best_val_accuracy(job.state)), keras.callbacks.TerminateOnNaN(),
                  TimeEstimate(config.epochs - done, job.speed["device"]), StopOnInterrupt(job.interrupt, job.distribution.shard[1]),
                  SkippedFileCount(job.skips)]
@@ -334,7 +366,8 @@ def _finish(job, model):
         model = _local_copy(model)
     test = StreamedImages(splits.x_test, job.transforms[1], config.strict) if job.streamed else splits.x_test
     report = write_report(model, test, splits.y_test, splits.class_names, folder.path,
-                          log_dir=folder.log_dir("test"), step=config.epochs - 1, tta=config.tta)  # the last epoch
+                          log_dir=folder.log_dir("test"), step=config.epochs - 1, tta=config.tta,
+                          ten_crop=config.ten_crop)  # the last epoch
     metrics = metrics_from_report(report, config.epochs)
     folder.write_metrics(metrics)
     history = folder.read_history()

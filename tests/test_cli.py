@@ -46,7 +46,7 @@ def test_train_writes_the_whole_run_folder(trained_run):
     assert config["environment"]["keras"]
     history = (trained_run / "history.csv").read_text().splitlines()
     assert history[0].split(",") == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds",
-                                        "images_per_s"]
+                                        "images_per_s", "top5_accuracy", "val_top5_accuracy"]  # 10 classes
     assert len(history) == 3  # header + one row an epoch
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])
@@ -58,13 +58,14 @@ def test_train_writes_the_whole_run_folder(trained_run):
             assert image.format == "PNG" and image.width > 300
 
 
-def test_tensorboard_logs_hold_the_four_curves(trained_run):
+def test_tensorboard_logs_hold_the_curves_with_top5(trained_run):
     train = _scalars(trained_run / "logs" / "train")
     validation = _scalars(trained_run / "logs" / "validation")
     for scalars in (train, validation):
         assert len(scalars["epoch_loss"]) == 2 and len(scalars["epoch_accuracy"]) == 2
     history = np.genfromtxt(trained_run / "history.csv", delimiter=",", names=True)
     np.testing.assert_allclose(validation["epoch_accuracy"], history["val_accuracy"], rtol=1e-6)
+    np.testing.assert_allclose(validation["epoch_top5_accuracy"], history["val_top5_accuracy"], rtol=1e-6)
 
 
 def test_report_holds_per_class_figures_and_the_confusion_matrix(trained_run):

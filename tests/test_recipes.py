@@ -98,3 +98,42 @@ def test_cpu_recipe_warms_up_for_half_an_epoch():
     schedule = model.optimizer._learning_rate
     assert float(schedule(50)) == pytest.approx(config.lr)  # half an epoch: the peak
     assert float(schedule(400)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_imagenet_recipe_is_the_papers_training():
+    config = TrainConfig(recipe="imagenet").resolved()
+    assert (config.epochs, config.batch_size, config.image_size) == (90, 128, 227)
+    assert config.lr == pytest.approx(0.01) and TrainConfig(recipe="imagenet", batch_size=512).resolved().lr == \
+        pytest.approx(0.04)  # scaled linearly with the batch
+    assert (config.ten_crop, config.pca_lighting, config.tta) == (True, 0.1, False)
+    model = recipes.compile_model(alexnet(image_size=67, num_classes=20), config, steps_per_epoch=10)
+    optimizer = model.optimizer
+    assert (optimizer.momentum, optimizer.nesterov, optimizer.weight_decay) == (0.9, False, 5e-4)
+    schedule = optimizer._learning_rate  # divided by 10 after epochs 30, 60 and 80 of 90
+    for step, lr in ((299, 0.01), (301, 0.001), (601, 1e-4), (801, 1e-5)):
+        assert float(schedule(step)) == pytest.approx(lr), step
+    augment = recipes.augmentation("imagenet", 0, in_pipeline=True, pca_lighting=0.1,
+                                   colour_basis=([1.0, 0.5, 0.1], np.eye(3).tolist()))
+    assert (augment.shift, augment.flip, augment.lighting) == (0.0, False, 0.1)  # the pipeline crops and flips
+    assert recipes.augmentation("imagenet", 0, in_pipeline=True) is None
+
+
+@pytest.mark.parametrize("classes,logged", [(10, True), (5, False)])
+def test_top5_accuracy_is_a_metric_each_epoch_above_five_classes(classes, logged):
+    model = recipes.compile_model(alexnet(image_size=67, num_classes=classes), TrainConfig(recipe="cpu"), 10)
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    y = np.eye(classes, dtype="float32")[[0, 1, 2, 3]]
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert ("top5_accuracy" in logs) == logged
+
+
+def test_ten_crop_and_pca_lighting_are_flags_the_recipe_defaults():
+    from alexnet.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--recipe", "imagenet", "--no-ten-crop", "--pca-lighting", "0"])
+    config = TrainConfig.from_flags({k: v for k, v in vars(args).items() if k not in ("command", "debug", "quiet")})
+    assert (config.resolved().ten_crop, config.resolved().pca_lighting) == (False, 0.0)
+    assert (TrainConfig(recipe="cpu").resolved().ten_crop, TrainConfig(recipe="cpu").resolved().pca_lighting) == \
+        (False, 0.0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--pca-lighting", "-0.1"])

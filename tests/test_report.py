@@ -72,3 +72,52 @@ def test_top_k_is_named_and_never_null_whatever_the_number_of_classes(classes, k
     assert metrics["top_k"] == k and metrics[f"test_top{k}_accuracy"] == report[f"top{k}_accuracy"]
     assert None not in metrics.values()
     assert summary_lines(report)[0].startswith(f"Test accuracy {report['top1_accuracy']:.4f}, top-{k} ")
+
+
+def test_ten_crop_equals_the_mean_of_the_ten_crops_computed_by_hand():
+    from alexnet.models import alexnet
+    from alexnet.report import ten_crop_probabilities
+
+    model = alexnet(input_shape=(40, 40, 3), num_classes=4, image_size=67)
+    image = np.random.default_rng(8).integers(0, 256, size=(1, 40, 40, 3), dtype=np.uint8)
+    averaged = ten_crop_probabilities(model, image, batch_size=10)
+    assert averaged.shape == (1, 4)
+    side = 35  # 0.875 of 40, at the corners and the centre, each resized back to 40 and mirrored
+    crops = [image[0, t:t + side, s:s + side] for t, s in ((0, 0), (0, 5), (5, 0), (5, 5), (2, 2))]
+    crops += [crop[:, ::-1] for crop in crops]
+    resized = keras.ops.image.resize(np.stack(crops).astype("float32"), (40, 40), antialias=True)
+    resized = np.clip(np.round(keras.ops.convert_to_numpy(resized)), 0, 255).astype(np.uint8)
+    by_hand = keras.ops.convert_to_numpy(model(resized)).mean(axis=0)
+    np.testing.assert_allclose(averaged[0], by_hand, rtol=1e-5, atol=1e-6)
+
+
+def test_many_classes_show_the_most_frequent_confusions_not_the_matrix(tmp_path):
+    from alexnet.report import confusion_figure, top_confusions
+
+    names = [f"class {i}" for i in range(30)]
+    confusion = np.eye(30, dtype=int) * 5
+    confusion[3, 7], confusion[8, 1], confusion[2, 2] = 4, 9, 50
+    assert top_confusions(confusion, names)[:2] == [("class 8", "class 1", 9), ("class 3", "class 7", 4)]
+    assert len(top_confusions(confusion, names)) == 2  # correct predictions are no confusion
+    figure = confusion_figure(confusion, names)
+    assert "most frequent confusions" in figure.axes[0].get_title()
+
+
+def test_ten_crop_of_a_streamed_split_crops_the_central_square_the_centre_crop_comes_from(monkeypatch):
+    """As the paper: 224 crops of the 256x256 centre; here 67 crops of the round(67 / 0.875) = 77 square."""
+    from alexnet import report, streaming
+    from alexnet.data import FileIndex
+    from alexnet.models import alexnet
+
+    index = FileIndex(".", np.array([b"a.jpg"]), (67, 67))
+    images = report.StreamedImages(index, streaming.Transform((67, 67), "center"))
+    seen = {}
+
+    def fake_predict(model, streamed, batch_size):
+        seen.update(transform=streamed.transform, input_shape=model.input_shape, crop=model.get_layer("ten_crop").crop)
+        return np.zeros((1, 3)), np.arange(1)
+
+    monkeypatch.setattr(report, "predict_probabilities", fake_predict)
+    report.ten_crop_probabilities(alexnet(input_shape=(67, 67, 3), num_classes=3, image_size=67), images)
+    assert seen["transform"] == streaming.Transform((77, 77), "center", center=1.0)
+    assert seen["input_shape"] == (None, 77, 77, 3) and seen["crop"] == (67, 67)
