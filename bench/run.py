@@ -75,12 +75,24 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
+def instruction_sets():
+    """The vector extensions that decide the speed of a CPU's kernels (AVX2, AVX-512, AMX), from /proc/cpuinfo."""
+    try:
+        flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "instruction sets unknown"
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+    found = [name.upper().replace("_", "-") for name in wanted if name in flags]
+    return ", ".join(found) + ("" if "avx512f" in flags else ", no AVX-512")
+
+
 def machine():
     cpu = cpu_name()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     from alexnet.backend import cpu_has_fast_bf16
 
-    return (f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB memory, "
+    return (f"{cpu} ({instruction_sets()}), {os.cpu_count()} cores, {memory:.0f} GiB memory, "
             f"{'bfloat16 faster than float32' if cpu_has_fast_bf16() else 'float32 (bfloat16 not faster here)'}, "
             f"{gpus() or 'no GPU'}")
 
