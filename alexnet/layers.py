@@ -187,12 +187,9 @@ def colour_basis(images):
     Returns:
         The basis of `Augment`'s lighting noise, as lists, largest component first.
     """
-    import numpy as np
+    import numpy as np  # this module needs NumPy nowhere else
 
-    x = np.asarray(images, np.float64)
-    axes = tuple(range(1, x.ndim))
-    x = x - x.mean(axis=axes, keepdims=True)  # PerImageStandardization, in NumPy
-    x = x / np.maximum(x.std(axis=axes, keepdims=True), 1.0 / np.sqrt(np.prod(x.shape[1:])))
+    x = np.asarray(ops.convert_to_numpy(PerImageStandardization(dtype="float32")(images)), np.float64)
     values, vectors = np.linalg.eigh(np.cov(x.reshape(-1, 3), rowvar=False))
     order = np.argsort(values)[::-1]
     return values[order].tolist(), vectors[:, order].tolist()

@@ -4,6 +4,7 @@ Writes report.json, report.md, confusion.png and mistakes.png, and (where a
 TensorBoard log folder is given) the two pictures to its images tab.
 """
 
+import dataclasses
 import io
 import math
 from pathlib import Path
@@ -82,8 +83,6 @@ def ten_crop_probabilities(model, images, batch_size=256):
     """
     size = tuple(model.input_shape[1:3])
     if isinstance(images, StreamedImages) and images.transform.crop == "center":
-        import dataclasses
-
         side = tuple(round(s / images.transform.center) for s in size)
         images = StreamedImages(images.index, dataclasses.replace(images.transform, size=side, center=1.0),
                                 images.strict)

@@ -102,7 +102,8 @@ def main():
              f"`python bench/imagenet_step.py --repeats {args.repeats} --steps {args.steps}` on {machine()}; "
              f"{versions()}; code at {commit()}. Batch 128 of synthetic uint8 227x227 crops, 1000 classes, the recipe's optimizer "
              f"and PCA lighting noise, `alexnet train`'s speed settings for this machine; {args.repeats} processes "
-             f"per backend (mean ± sd), {args.steps} timed steps each after two warm-up steps.", "",
+             f"per backend, round-robin (mean ± sd), {args.steps} timed steps each after two warm-up steps; "
+             "run alone on the machine (nothing else running: no tests, no helpers).", "",
              "| backend | settings | training images/s | 90 epochs of ImageNet (1,281,167 images), **estimate** |",
              "| --- | --- | ---: | ---: |"]
     for backend, found in results.items():
@@ -113,7 +114,7 @@ def main():
         lines.append(f"| {backend} | {found[0]['dtype_policy']}, XLA {'on' if found[0]['jit'] else 'off'} | "
                      f"{mean:.1f} ± {spread:.1f} | {days:,.0f} days |")
     lines += ["", "The estimate is 90 x 1,281,167 images at the measured rate, for the step alone: the decoding "
-                  "of the files needs cores of its own (\"Data at scale\" measured 231-307 images/s per core), "
+                  "of the files needs cores of its own (\"Data at scale\" measured 231-307 images/s per core, on the AVX-512 EPYC of an earlier session), "
                   "and validation adds 50,000 images an epoch. It says what the number is for: on a CPU, "
                   "ImageNet is a test that the code runs, and training it needs GPUs."]
     text = "\n".join(lines)
