@@ -112,10 +112,11 @@ class _Rows:
     epochs=None: evaluation, every row once (epoch -1). Picklable, for Grain's workers.
     """
 
-    def __init__(self, n, global_batch, shard, seed=0, epochs=None, replicas=1):
+    def __init__(self, n, global_batch, shard, seed=0, epochs=None, replicas=1, first_step=0):
         self.n, self.global_batch, self.shard, self.seed, self.replicas = n, global_batch, shard, seed, replicas
         self.epochs = list(epochs) if epochs is not None else [-1]
         self.per_epoch = len(self._rows(self.epochs[0]))
+        self.done = first_step * (global_batch // shard[1])  # rows of the first epoch read before a mid-epoch stop
         self._cached = (None, None)
 
     def _rows(self, epoch):
@@ -124,10 +125,10 @@ class _Rows:
         return order.epoch_rows(self.n, self.global_batch, self.seed, epoch, self.shard)
 
     def __len__(self):
-        return len(self.epochs) * self.per_epoch
+        return len(self.epochs) * self.per_epoch - self.done
 
     def __getitem__(self, k):
-        which, position = divmod(k, self.per_epoch)
+        which, position = divmod(k + self.done, self.per_epoch)
         epoch = self.epochs[which]
         if self._cached[0] != epoch:
             self._cached = (epoch, self._rows(epoch))
@@ -162,9 +163,11 @@ def _stream(rows, index, labels, batch, transform, seed, num_classes, skips):
     return dataset.map(_Audit(index, skips))
 
 
-def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, shard, transform, num_classes, skips):
+def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, shard, transform, num_classes, skips,
+                    first_step=0):
     """See `streaming.training_stream`."""
-    rows = _Rows(len(index), global_batch, shard, seed, range(first_epoch, epochs + 1))  # one epoch of slack
+    rows = _Rows(len(index), global_batch, shard, seed, range(first_epoch, epochs + 1),  # one epoch of slack
+                 first_step=first_step)
     return _stream(rows, index, labels, global_batch // shard[1], transform, seed, num_classes, skips)
 
 

@@ -130,12 +130,18 @@ def _stream(index, labels, batch, transform, seed, num_classes, skips, epochs, r
     return dataset.batch(batch).map(check).prefetch(tf.data.AUTOTUNE)
 
 
-def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, shard, transform, num_classes, skips):
+def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, shard, transform, num_classes, skips,
+                    first_step=0):
     """See `streaming.training_stream`."""
-    n = len(index)
+    n, done = len(index), first_step * (global_batch // shard[1])  # rows this process read before a mid-epoch stop
+
+    def rows_of(epoch):
+        rows = order.epoch_rows(n, global_batch, seed, epoch, shard)
+        return rows[done:] if epoch == first_epoch else rows
+
     return _stream(index, labels, global_batch // shard[1], transform, seed, num_classes, skips,
                    range(first_epoch, epochs + 1),  # one epoch of slack: a dropped file moves later rows forward
-                   lambda epoch: order.epoch_rows(n, global_batch, seed, epoch, shard))
+                   rows_of)
 
 
 def evaluation_stream(index, labels, global_batch, *, shard, transform, num_classes, skips, replicas=1):

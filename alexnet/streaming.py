@@ -77,9 +77,11 @@ def strict_message(text):
     return line[start if start >= 0 else 0:line.index(STRICT_MARK) + len(STRICT_MARK)]
 
 
-def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, shard, transform, num_classes, skips):
+def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, shard, transform, num_classes, skips,
+                    first_step=0):
     """Batches of (images, labels, weights) for `model.fit` over epochs first_epoch..epochs-1, with one epoch of
-    slack at the end (a skipped file moves later rows forward); fit must be given `steps_per_epoch`.
+    slack at the end (a skipped file moves later rows forward); fit must be given `steps_per_epoch`. The first
+    epoch starts at step `first_step` (a mid-epoch resume: the rows an uninterrupted run would read next).
 
     Args:
         index: the training split's `FileIndex`.
@@ -94,7 +96,8 @@ def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, s
         skips: a `SkippedFiles`.
     """
     return _engine().training_stream(index, labels, global_batch, seed=seed, first_epoch=first_epoch, epochs=epochs,
-                                     shard=shard, transform=transform, num_classes=num_classes, skips=skips)
+                                     shard=shard, transform=transform, num_classes=num_classes, skips=skips,
+                                     first_step=first_step)
 
 
 def evaluation_stream(index, labels, global_batch, *, shard, transform, num_classes, skips, replicas=1):

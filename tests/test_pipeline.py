@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet.pipeline import ArrayBatches, make_dataset
+from alexnet import order
+from alexnet.pipeline import ArrayBatches, make_dataset, training_batches
 
 
 def _data(n=10):
@@ -92,6 +93,24 @@ def test_fit_reshuffles_array_batches_every_epoch():
     model.fit(batches, epochs=3, verbose=0, callbacks=[record])
     assert len(seen) == 3 and all(sorted(order) == list(range(40)) for order in seen)
     assert len({tuple(order) for order in seen}) == 3
+
+
+def _labels_of_epochs(dataset, epochs):
+    """The label batches of `epochs` epochs, as fit reads them (a PyDataset told of each epoch's end)."""
+    if not isinstance(dataset, keras.utils.PyDataset):
+        return [np.asarray(y).tolist() for _, y in dataset]
+    return [batch for _ in range(epochs) for batch in (y.tolist() for _, y in _epoch(dataset))]
+
+
+def test_training_batches_read_each_epochs_seeded_order_from_any_step():
+    images, labels = _data(10)
+    expected = [order.permutation(10, 3, epoch)[start:start + 4].tolist() for epoch in (0, 1) for start in (0, 4, 8)]
+    whole = _labels_of_epochs(training_batches(images, labels, 4, seed=3, first_epoch=0, epochs=2), 2)
+    assert whole == expected  # epoch e's order is the seed's and e's alone
+    resumed = training_batches(images, labels, 4, seed=3, first_epoch=1, epochs=2, first_step=1)
+    assert _labels_of_epochs(resumed, 1) == expected[4:]  # mid-epoch: the batches an uninterrupted run reads next
+    for x, y in resumed if not isinstance(resumed, keras.utils.PyDataset) else [resumed[0][:2]]:
+        np.testing.assert_array_equal(np.asarray(x)[:, 0, 0, 0], np.asarray(y))  # images keep their labels
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="runs the others")

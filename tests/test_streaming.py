@@ -161,3 +161,19 @@ def test_random_resized_boxes_keep_to_the_area_and_ratio():
             assert 0.08 - 0.02 <= h * w / (height * width) <= 1.0
             assert math.log(3 / 4) - 0.05 <= math.log(w / h) <= math.log(4 / 3) + 0.05
     assert center_box(300, 400) == (19, 69, 262, 262)  # 0.875 of the shorter side, centred
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_mid_epoch_resume_reads_the_rows_an_uninterrupted_stream_reads_next(engine, tmp_path):
+    index = _folder(tmp_path, count=24)
+    make = _engine(engine)
+    common = dict(seed=5, epochs=2, shard=(0, 1), transform=streaming.Transform((16, 16)), num_classes=None)
+
+    def labels(first_epoch, first_step, batches):
+        stream = make.training_stream(index, np.arange(24), 4, first_epoch=first_epoch, first_step=first_step,
+                                      skips=streaming.SkippedFiles(), **common)
+        return _read(stream, batches)[0].tolist()
+
+    whole = labels(0, 0, 12)  # two epochs of 6 steps
+    assert whole[24:] == order.permutation(24, 5, 1).tolist()
+    assert labels(1, 2, 4) == whole[24 + 8:]  # epoch 2 from its third step on
