@@ -139,6 +139,10 @@ def build_parser():
                             "mirrored: tf.distribute over local GPUs; data-parallel: JAX, also over several "
                             "hosts; multiworker is refused (Keras 3 cannot, keras-team/keras#20585). "
                             "--batch-size is per replica")
+    train.add_argument("--checkpoint-every", type=_non_negative_float, metavar="MINUTES",
+                       help="minutes of training between mid-epoch checkpoints, for epochs longer than that (a stop "
+                            "signal or Ctrl-C also saves the step it lands on); 0: only then "
+                            f"(default: {defaults.checkpoint_every:g})")
     train.add_argument("--test-each-epoch", action="store_true",
                        help="also log test accuracy every epoch, for benchmarks (never choose anything by it)")
     _add_backend(train)
@@ -318,9 +322,10 @@ def main(argv=None):
             traceback.print_exc()
         print(f"alexnet: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("alexnet: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:  # a second Ctrl-C or stop signal (errors.StopNow), or one before a run
+        code = getattr(error, "exit_code", 130)
+        print("alexnet: interrupted" if code == 130 else "alexnet: stopped by a second signal", file=sys.stderr)
+        return code
     except Exception as error:  # anything unexpected: one line, the traceback with --debug
         if args.debug:
             traceback.print_exc()

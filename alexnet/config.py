@@ -41,6 +41,7 @@ class TrainConfig:
     mixed_precision: Optional[bool] = None  # bfloat16/float16 compute; None: chosen for the hardware
     strategy: str = "auto"  # one of choices.STRATEGIES
     test_each_epoch: bool = False  # also log test accuracy per epoch (benchmarks only: never select on it)
+    checkpoint_every: float = 30.0  # minutes of training between mid-epoch checkpoints; 0: only when stopped
 
     def __post_init__(self):
         recipes.get(self.recipe)  # an unknown recipe fails at once: the other settings' defaults depend on it
@@ -73,6 +74,9 @@ class TrainConfig:
         if config.run_dir is not None and not str(config.run_dir).strip():
             raise UsageError("--run-dir must name a folder. Received: an empty name")
         choices.check_image_size(config.image_size)
+        if not 0 <= config.checkpoint_every < float("inf"):
+            raise UsageError(f"--checkpoint-every must be 0 (only when stopped) or a positive number of minutes. "
+                             f"Received: {config.checkpoint_every}")
         if not 0 <= config.pca_lighting < float("inf"):
             raise UsageError(f"--pca-lighting must be 0 (none) or a positive number. Received: {config.pca_lighting}")
         if config.storage_size is not None and (len(config.storage_size) != 2 or min(config.storage_size) < 1):

@@ -30,6 +30,14 @@ class Interrupted(AlexnetError):
         self.exit_code = exit_code
 
 
+class StopNow(KeyboardInterrupt):
+    """A second Ctrl-C or stop signal: stop at once, with the exit status of the first (130 or 143)."""
+
+    def __init__(self, exit_code=130):
+        super().__init__()
+        self.exit_code = exit_code
+
+
 def check_choice(flag, value, allowed):
     """Returns `value` if it is one of `allowed`; else raises UsageError, the one wording of that error."""
     if value not in allowed:

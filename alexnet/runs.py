@@ -3,7 +3,8 @@
     runs/20261127-213000-alexnet/
         config.json      settings (resolved), data, recipe, distribution, speed, environment
         history.csv      one row an epoch          logs/          TensorBoard: train, validation, test
-        checkpoints/     epoch-NNNN.keras (the two newest) and state.json
+        checkpoints/     epoch-NNNN.keras (the two newest), epoch-NNNN-step-SSSSSSS.keras (mid-epoch, the newest),
+                         each with its .json (random-generator states; mid-epoch: the epoch's metric sums), state.json
         best.keras       best by validation accuracy   model.keras   the final model
         metrics.json     test figures          report.json, report.md, confusion.png, mistakes.png
         samples.png, curves.png, evaluation/, evaluation-<data>/, export/
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 # What write_report puts in the folder it is given (the run folder, or an evaluation folder).
 REPORT_JSON, REPORT_MD, CONFUSION_PNG, MISTAKES_PNG = "report.json", "report.md", "confusion.png", "mistakes.png"
 _CHECKPOINT = re.compile(r"^epoch-(\d+)\.keras$")
+_STEP_CHECKPOINT = re.compile(r"^epoch-(\d+)-step-(\d+)\.keras$")
 _held_locks = {}  # folder -> open lock file, kept open until released or the process ends
 
 
@@ -89,8 +91,15 @@ class RunFolder:
         """logs/, or its TensorBoard part: "train", "validation" or "test"."""
         return self.path / self.LOGS if part is None else self.path / self.LOGS / part
 
-    def checkpoint_file(self, epochs_done):
-        return self.checkpoint_dir / f"epoch-{epochs_done:04d}.keras"
+    def checkpoint_file(self, epochs_done, steps_done=0):
+        """The checkpoint after `epochs_done` epochs and, mid-epoch, `steps_done` steps of the next one."""
+        step = f"-step-{steps_done:07d}" if steps_done else ""
+        return self.checkpoint_dir / f"epoch-{epochs_done:04d}{step}.keras"
+
+    @staticmethod
+    def sidecar(checkpoint):
+        """The JSON file written beside a checkpoint: what `model.save` leaves out (see callbacks.save_checkpoint)."""
+        return checkpoint.with_suffix(".json")
 
     def evaluation_dir(self, data_name=None, limit=None):
         """evaluation/ for the run's own test split; evaluation-<data name>[-<N>]/ for other data or samples."""
@@ -151,6 +160,21 @@ class RunFolder:
         found = [(int(m.group(1)), self.checkpoint_dir / m.group(0))
                  for m in (_CHECKPOINT.match(p.name) for p in self.checkpoint_dir.glob("epoch-*.keras")) if m]
         return sorted(found, reverse=True)
+
+    def step_checkpoints(self):
+        """[((epochs completed, steps of the next), path)] of the complete mid-epoch checkpoints, newest first."""
+        found = [((int(m.group(1)), int(m.group(2))), self.checkpoint_dir / m.group(0))
+                 for m in (_STEP_CHECKPOINT.match(p.name) for p in self.checkpoint_dir.glob("epoch-*.keras")) if m]
+        return sorted(found, reverse=True)
+
+    def step_files(self):
+        """Every file of the mid-epoch checkpoints (.keras and .json), complete or not."""
+        return [p for p in self.checkpoint_dir.glob("epoch-*-step-*") if not p.name.startswith(".")]
+
+    def positions(self):
+        """[((epochs completed, steps of the next), path)] of every complete checkpoint, newest first."""
+        return sorted([((epoch, 0), path) for epoch, path in self.checkpoints()] + self.step_checkpoints(),
+                      reverse=True)
 
     def latest_checkpoint(self):
         """(epochs completed, path) of the newest complete checkpoint, or (0, None)."""

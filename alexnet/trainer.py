@@ -25,8 +25,8 @@ import numpy as np
 from alexnet import console, layers, order, plots, recipes, streaming
 from alexnet.backend import speed_settings
 from alexnet.callbacks import (TEST_EACH_EPOCH_COLUMNS, TOP5_COLUMNS, Checkpoints, DeferredInterrupt, EpochLog,
-                               SkippedFileCount, StopOnInterrupt, TestEachEpoch, TimeEstimate, best_val_accuracy,
-                               in_order, restore, trim_logs)
+                               Position, RestoreMetrics, SkippedFileCount, StepCheckpoints, StopOnInterrupt,
+                               TestEachEpoch, TimeEstimate, best_val_accuracy, in_order, restore, trim_logs)
 from alexnet.config import TrainConfig
 from alexnet.data import FileIndex
 from alexnet.distribute import Plan, initialize_processes, plan
@@ -123,7 +123,7 @@ def run(config, stored=None):
             _clean_up(job, error)
             if isinstance(error, KeyboardInterrupt) and job.interrupt.exit_code != 130:  # a stop signal, outside fit
                 raise Interrupted(f"{_stopped_by(job)}; what was saved is kept. Resume with: alexnet train --resume "
-                                  f"{job.state}", job.interrupt.exit_code) from None
+                                  f"{_run_folder(job)}", job.interrupt.exit_code) from None
             raise
         finally:
             if not job.distribution.is_chief:  # another worker's folder is temporary
@@ -196,12 +196,17 @@ def _write_new_run(job):
 
 def _clean_up(job, error):
     """A new run that stops before its first checkpoint leaves no folder, so that the same command starts afresh."""
-    if not job.distribution.is_chief or job.resumed or job.folder.checkpoints():
+    if not job.distribution.is_chief or job.resumed or job.folder.positions():
         return
     job.folder.discard()
     if isinstance(error, (KeyboardInterrupt, Interrupted)):
         raise Interrupted(f"{_stopped_by(job)} before the first epoch ended; nothing was kept, so the same "
                           "command starts afresh", job.interrupt.exit_code) from None
+
+
+def _run_folder(job):
+    """The run folder to resume, as the user knows it (another JAX process's own folder is a temporary one)."""
+    return job.state if job.distribution.is_chief else (job.config.run_dir or "the run folder of process 0")
 
 
 def _stopped_by(job):
@@ -210,10 +215,10 @@ def _stopped_by(job):
 
 def _train(job):
     _describe(job)
-    model, done = _build(job)
+    model, position = _build(job)
     job.interrupt.check()
-    if done < job.config.epochs:
-        _fit(job, model, done)
+    if position.epoch < job.config.epochs:
+        _fit(job, model, position)
     return _finish(job, model)
 
 
@@ -234,7 +239,7 @@ def _describe(job):
 
 
 def _build(job):
-    """The compiled model, restored from the newest checkpoint that loads; returns (model, epochs done)."""
+    """The compiled model, restored from the newest checkpoint that loads; returns (model, its `Position`)."""
     config, splits = job.config, job.splits
     crops = job.streamed and job.transforms[0].crop == "random-resized"  # then the pipeline also flips
     basis = _colour_basis(job) if config.pca_lighting else None
@@ -245,13 +250,13 @@ def _build(job):
                             num_classes=len(splits.class_names), image_size=config.image_size,
                             augmentation=augmentation)
         recipes.compile_model(model, config, job.steps_per_epoch, jit=job.speed["jit"], lr=job.global_lr)
-        done = restore(model, job.state) if job.resumed else 0
+        position = restore(model, job.state) if job.resumed else Position()
     if not job.resumed:
         if not console.quiet():
             model.summary(print_fn=lambda line, line_break=True: log.info(line))
     elif job.distribution.is_chief:
-        _commit_resume(job, done)
-    return model, done
+        _commit_resume(job, position.epoch)
+    return model, position
 
 
 def _colour_basis(job, count=256):
@@ -291,23 +296,37 @@ def _commit_resume(job, done):
     job.folder.write_config({**job.stored, "settings": job.config.to_dict()})
 
 
-def _fit(job, model, done):
+def _fit(job, model, position):
+    """Trains from `position` to the last epoch: a resumed epoch's remaining steps first, as a fit of their own."""
+    start = position.epoch + bool(position.step)
+    if position.step:
+        _fit_epochs(job, model, position.epoch, position.epoch + 1, position.step, position.metrics)
+    if start < job.config.epochs:
+        _fit_epochs(job, model, start, job.config.epochs)
+
+
+def _fit_epochs(job, model, first, last, first_step=0, metrics=None):
+    """`model.fit` over epochs first..last-1, the first from step `first_step` on, with the epoch's metric sums so
+    far (`metrics`) put back as it begins."""
     config, splits = job.config, job.splits
-    train_data, val_data, test_data, extra = fit_data(job, done)
+    train_data, val_data, test_data, extra = fit_data(job, first, last, first_step)
     # Every process saves (others into their own temporary folder): with several JAX processes, saving
     # reads sharded arrays and takes all processes at once, so all must decide alike when to save
     # best.keras, from the same (the chief's) state.
     columns = (TOP5_COLUMNS if len(splits.class_names) > recipes.TOP5_ABOVE else ()) + \
         (TEST_EACH_EPOCH_COLUMNS if config.test_each_epoch else ())
-    callbacks = [EpochLog(job.folder, len(splits.x_train), columns),
+    share = 1 - first_step / job.steps_per_epoch  # of the first epoch's images that this fit trains on
+    processes = job.distribution.shard[1]
+    callbacks = [EpochLog(job.folder, len(splits.x_train), columns, first_share=share),
                  Checkpoints(job.folder, best_val_accuracy(job.state)), keras.callbacks.TerminateOnNaN(),
-                 TimeEstimate(config.epochs - done, job.speed["device"]), StopOnInterrupt(job.interrupt, job.distribution.shard[1]),
-                 SkippedFileCount(job.skips)]
+                 TimeEstimate(config.epochs - first, job.speed["device"]),
+                 StepCheckpoints(job.folder, config.checkpoint_every, job.interrupt, processes, first_step),
+                 StopOnInterrupt(job.interrupt, processes), SkippedFileCount(job.skips), RestoreMetrics(metrics)]
     if config.test_each_epoch:  # benchmarks only
         callbacks.append(TestEachEpoch(test_data, order.evaluation_steps(
             len(splits.x_test), job.global_batch, job.distribution.replicas) if job.streamed else None))
     try:
-        history = model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done,
+        history = model.fit(train_data, validation_data=val_data, epochs=last, initial_epoch=first,
                             callbacks=in_order(callbacks), verbose=console.keras_verbosity(),
                             shuffle=False, **extra)  # the pipeline shuffles
     except AlexnetError:
@@ -317,11 +336,13 @@ def _fit(job, model, done):
             raise
         raise AlexnetError(streaming.strict_message(str(error))) from None
     except KeyboardInterrupt:
-        completed, _ = job.state.latest_checkpoint()
-        if not completed:
+        saved = job.state.positions()
+        if not saved:
             raise
-        raise Interrupted(f"{_stopped_by(job)} after {completed} completed epoch(s); everything up to there is "
-                          f"saved. Resume with: alexnet train --resume {job.state}", job.interrupt.exit_code) from None
+        (completed, steps), _ = saved[0]
+        where = f"{completed} completed epoch(s)" + (f" and {steps} step(s) of epoch {completed + 1}" if steps else "")
+        raise Interrupted(f"{_stopped_by(job)} after {where}; everything up to there is saved. Resume with: "
+                          f"alexnet train --resume {_run_folder(job)}", job.interrupt.exit_code) from None
     losses = history.history.get("loss", [])
     if not all(math.isfinite(v) for v in losses):  # TerminateOnNaN stopped the epoch
         completed, checkpoint = job.state.latest_checkpoint()
@@ -332,7 +353,7 @@ def _fit(job, model, done):
             kept = f"{logged} epoch(s) ran, but none had a finite validation loss, so there is no checkpoint"
         else:
             kept = "no epoch completed, so there is no checkpoint"
-        raise AlexnetError(f"the training loss became NaN or infinite in epoch {done + len(losses)}; "
+        raise AlexnetError(f"the training loss became NaN or infinite in epoch {first + len(losses)}; "
                            f"{kept}. Lower --lr (now {config.lr}) and start a new run.")
 
 

@@ -61,8 +61,8 @@ def test_checkpoints_keep_the_last_and_the_best_and_skip_nan(tmp_path):
     callback.on_epoch_end(2, {"loss": float("nan"), "val_accuracy": 0.9})  # NaN: nothing saved
     callback.on_epoch_end(3, {"loss": 0.8, "val_accuracy": float("nan")})  # saved, but not the best
     callback.on_epoch_end(4, {"loss": 0.8, "val_accuracy": 0.45})  # saved; the oldest checkpoint goes
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "epoch-0004.keras", "epoch-0005.keras", "state.json"]  # the newest two, to fall back on
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [  # the newest two, to fall back on
+        "epoch-0004.json", "epoch-0004.keras", "epoch-0005.json", "epoch-0005.keras", "state.json"]
     assert RunFolder(tmp_path).latest_checkpoint()[0] == 5
     assert RunFolder(tmp_path).read_state() == {"epochs": 5, "best_val_accuracy": 0.5}
     best = keras.saving.load_model(tmp_path / "best.keras")
@@ -87,3 +87,40 @@ def test_callbacks_run_in_the_order_their_work_needs(tmp_path):
     assert ordered.index(test) < ordered.index(log) < ordered.index(checkpoints)  # logs complete, then saved
     assert ordered[-1] is stop  # after the epoch's checkpoint
     assert ordered.index(nan) < ordered.index(estimate)  # the others keep the order given
+
+
+def test_a_second_stop_signal_stops_at_once_with_the_first_signals_status():
+    import signal
+
+    from alexnet.errors import StopNow
+
+    interrupt = callbacks.DeferredInterrupt()
+    interrupt._handle(signal.SIGTERM, None)  # recorded, acted on at the next safe point
+    assert interrupt.requested and interrupt.exit_code == 143
+    with pytest.raises(StopNow) as caught:
+        interrupt._handle(signal.SIGTERM, None)
+    assert caught.value.exit_code == 143 and isinstance(caught.value, KeyboardInterrupt)
+
+
+def test_checkpoints_list_mid_epoch_ones_after_their_epoch_and_restore_the_random_generators(tmp_path):
+    folder = RunFolder(tmp_path)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Dropout(0.5)(inputs)))
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.train_on_batch(np.ones((4, 3), "float32"), np.zeros(4))
+    epoch_one = callbacks.save_checkpoint(model, folder, 1)
+    state = callbacks._seed_states(model)[0]
+    saved = keras.ops.convert_to_numpy(state).copy()
+    mid = callbacks.save_checkpoint(model, folder, 1, 7)
+    assert [position for position, _ in folder.positions()] == [(1, 7), (1, 0)]
+    assert mid.name == "epoch-0001-step-0000007.keras" and folder.sidecar(mid).is_file()
+
+    model.train_on_batch(np.ones((4, 3), "float32"), np.zeros(4))  # the generator moves on
+    assert not np.array_equal(keras.ops.convert_to_numpy(state), saved)
+    position = callbacks.restore(model, folder)
+    assert (position.epoch, position.step) == (1, 7) and len(position.metrics) == len(model.metrics_variables)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(state), saved)
+
+    folder.sidecar(mid).unlink()  # a mid-epoch checkpoint cannot go on without its random states and sums
+    assert callbacks.restore(model, folder).step == 0
+    assert (tmp_path / "checkpoints" / (mid.name + ".damaged")).is_file() and epoch_one.is_file()

@@ -167,6 +167,31 @@ def test_jax_a_killed_process_then_both_restarted_resume_from_the_last_epoch(str
     assert json.loads((run_dir / "config.json").read_text())["data"]["streamed"] == bool(stream)
 
 
+def test_jax_sigterm_to_one_process_stops_both_at_the_same_step_then_both_resume(cifar_slice, tmp_path):
+    _require_jax()
+    run_dir = tmp_path / "run"
+    argv = ["--data", str(cifar_slice), "--epochs", "30", *TINY, "--strategy", "data-parallel", "--batch-size", "16",
+            "--run-dir", str(run_dir)]
+    chief, other = _start_jax_processes(argv, tmp_path)
+    deadline = time.monotonic() + 600  # two JAX processes on two busy cores start slowly
+    while not (run_dir / "checkpoints" / "epoch-0001.keras").exists():
+        assert chief.poll() is None and other.poll() is None, "a process ended early"
+        assert time.monotonic() < deadline, "no epoch ended in 600 s"
+        time.sleep(0.05)
+    other.send_signal(signal.SIGTERM)  # the signal reaches one process: both stop at one step and save it
+    outputs = [process.communicate(timeout=300)[0] for process in (chief, other)]
+    assert (chief.returncode, other.returncode) == (143, 143), outputs[0][-2000:] + outputs[1][-2000:]
+    assert "stopped by SIGTERM after" in outputs[0] and f"alexnet train --resume {run_dir}" in outputs[0]
+    assert "SIGTERM received: stopping at the end of the current step" in outputs[1]
+    assert f"alexnet train --resume {run_dir}" in outputs[1]  # not the other process's temporary folder
+    with open(run_dir / "history.csv", newline="") as f:
+        done = len(list(csv.DictReader(f)))
+    outputs = _wait_all(_start_jax_processes(["--resume", str(run_dir), "--epochs", str(done + 1)], tmp_path))
+    assert all("Resuming after epoch" in out for out in outputs)
+    with open(run_dir / "history.csv", newline="") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == list(range(done + 1))
+
+
 UNEVEN = ["--epochs", "1", "--limit-train", "129", "--val-size", "33", "--limit-test", "65", "--image-size", "67",
           "--no-mixed-precision", "--lr", "0.01", "--strategy", "data-parallel", "--batch-size", "16"]
 

@@ -58,7 +58,7 @@ def test_kill_9_then_resume_finishes_with_each_epoch_logged_once(cifar_slice, tm
         assert event_steps(run_dir / "logs" / part, "epoch_accuracy") == [0, 1, 2, 3, 4]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 5
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        "epoch-0004.keras", "epoch-0005.keras", "state.json"]
+        "epoch-0004.json", "epoch-0004.keras", "epoch-0005.json", "epoch-0005.keras", "state.json"]
 
 
 @pytest.mark.parametrize("sent, code, backend", [(signal.SIGINT, 130, None), (signal.SIGTERM, 143, None),
@@ -82,8 +82,15 @@ def test_ctrl_c_and_stop_signals_stop_cleanly_and_say_how_to_resume(cifar_slice,
     assert "\r" not in out and "Epoch 1/30\n" in out
     done = len(_history(run_dir))
     assert done >= 1 and (run_dir / "checkpoints").exists()
-    if sent == signal.SIGTERM and backend is None:  # the resume goes on from the last completed epoch, on the run's own backend
-        assert main(["train", "--resume", str(run_dir), "--epochs", str(done + 1)]) == 0
+    if sent == signal.SIGTERM:  # the resume goes on where the stop saved, on the run's own backend
+        resume = ["train", "--resume", str(run_dir), "--epochs", str(done + 1)]
+        if backend is None:
+            assert main(resume) == 0
+        else:  # this process runs Keras on TensorFlow: the JAX run resumes in its own
+            resumed = subprocess.run([sys.executable, "-m", "alexnet", *resume], capture_output=True, text=True,
+                                     timeout=600)
+            assert resumed.returncode == 0, resumed.stderr[-3000:]
+            assert "Resuming after epoch" in resumed.stdout + resumed.stderr
         assert [int(row["epoch"]) for row in _history(run_dir)] == list(range(done + 1))
 
 
@@ -283,3 +290,51 @@ def test_ctrl_c_during_start_up_exits_130_without_a_crash(cifar_slice, tmp_path,
     assert process.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     assert not run_dir.exists() or not (run_dir / "config.json").exists()
+
+
+MID_EPOCH = ["--limit-train", "192", "--val-size", "32", "--limit-test", "32", "--image-size", "67",
+             "--batch-size", "32", "--seed", "7", "--lr", "0.01", "--checkpoint-every", "1e-6"]  # 6 steps an epoch
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streamed"])
+def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(cifar_slice, tmp_path, capsys, stream):
+    """--checkpoint-every 1e-6 (minutes) saves after every step; the kill lands in the second epoch."""
+    args = ["--data", str(cifar_slice), "--epochs", "2", *MID_EPOCH, *(["--stream"] if stream else [])]
+    assert main(["train", *args, "--run-dir", str(tmp_path / "whole")]) == 0
+
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "alexnet", "train", *args, "--run-dir", str(run_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(run_dir / "checkpoints" / "epoch-0001-step-0000003.keras", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not (run_dir / "checkpoints" / "epoch-0002.keras").exists()  # killed mid-epoch
+
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert "Resuming after epoch 1 and " in capsys.readouterr().out
+    assert _figures(run_dir) == _figures(tmp_path / "whole")  # every figure, to the last digit
+    for part in ("train", "validation"):
+        assert event_steps(run_dir / "logs" / part, "epoch_loss") == [0, 1]
+    assert not list((run_dir / "checkpoints").glob("*-step-*"))  # the epoch's checkpoint replaced them
+
+
+def test_sigterm_mid_epoch_saves_the_step_it_stopped_at(cifar_slice, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "alexnet", "train", "--data", str(cifar_slice), "--epochs", "3",
+                                *MID_EPOCH[:-2], "--checkpoint-every", "0", "--run-dir", str(run_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(run_dir / "checkpoints" / "epoch-0001.keras", process)
+    time.sleep(1.5)  # into the second epoch
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    steps = list((run_dir / "checkpoints").glob("epoch-0001-step-*.keras"))
+    if not steps:  # the signal landed on the epoch's last step or in validation: the epoch's checkpoint is it
+        assert "stopped by SIGTERM after 2 completed epoch(s)" in err
+        return
+    step = int(steps[0].stem.split("-")[-1])
+    assert f"stopped by SIGTERM after 1 completed epoch(s) and {step} step(s) of epoch 2" in err
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert f"Resuming after epoch 1 and {step} steps of epoch 2" in capsys.readouterr().out
+    assert [row["epoch"] for row in _history(run_dir)] == ["0", "1", "2"]
