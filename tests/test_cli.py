@@ -52,7 +52,7 @@ def test_train_writes_the_whole_run_folder(trained_run):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])
     assert metrics["test_images"] == 200
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == [
-        "epoch-0001.keras", "epoch-0002.keras", "state.json"]
+        "epoch-0001.json", "epoch-0001.keras", "epoch-0002.json", "epoch-0002.keras", "state.json"]
     for name in ("samples.png", "curves.png", "confusion.png", "mistakes.png"):
         with Image.open(trained_run / name) as image:
             assert image.format == "PNG" and image.width > 300
