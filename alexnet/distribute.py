@@ -95,6 +95,10 @@ def initialize_processes(strategy):
         return
     import jax
 
+    # JAX's preemption service installs its own SIGTERM handler, over the run's (callbacks.DeferredInterrupt),
+    # and only its reached_preemption_sync_point reads it: the signal would be swallowed. The run's handler
+    # stops every process at one step itself, for Ctrl-C and SIGUSR1 too.
+    jax.config.update("jax_enable_preemption_service", False)
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         try:
             jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
