@@ -154,6 +154,11 @@ def _import_keras(quiet):
 
         raise UsageError(f"KERAS_BACKEND={named} is not a backend alexnet runs on; set it to one of "
                          f"{', '.join(BACKENDS)}, or unset it (TensorFlow is the default)")
+    if "keras" not in sys.modules:
+        # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI, BF16 or AMX; on an
+        # AVX2-only CPU its own kernels train AlexNet 2-3x slower (BENCHMARKS.md, "Against a hand-written PyTorch
+        # loop"). A value the user set wins.
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     try:
         if "keras" in sys.modules or not quiet:
             import keras
@@ -268,7 +273,20 @@ def speed_settings(jit=None, mixed_precision=None):
         mixed_precision = bool(gpus) or (cpu_has_fast_bf16() and backend in ("tensorflow", "torch"))
     if mixed_precision:
         policy = "mixed_bfloat16" if not gpus or _gpu_has_bf16() else "mixed_float16"
-    return {"device": "gpu" if gpus else "cpu", "gpus": gpus, "jit": bool(jit), "dtype_policy": policy}
+    settings = {"device": "gpu" if gpus else "cpu", "gpus": gpus, "jit": bool(jit), "dtype_policy": policy}
+    if backend == "tensorflow":
+        settings["onednn"] = onednn_enabled()
+    return settings
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN kernels on the CPU (`TF_ENABLE_ONEDNN_OPTS`, see `load_keras`)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # no public API says it
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
 
 
 def _gpu_has_bf16():

@@ -227,7 +227,8 @@ def _describe(job):
     log.info(f"Run folder: {job.folder}")
     log.info(f"Backend {keras.backend.backend()} on {speed['device']}"
              f"{' x' + str(speed['gpus']) if speed['gpus'] else ''}, {speed['dtype_policy']}, "
-             f"XLA {'on' if speed['jit'] else 'off'}; recipe {config.recipe}, batch {config.batch_size}, "
+             f"XLA {'on' if speed['jit'] else 'off'}"
+             f"{', oneDNN ' + ('on' if speed['onednn'] else 'off') if 'onednn' in speed else ''}; recipe {config.recipe}, batch {config.batch_size}, "
              f"lr {config.lr:g}")
     if distribution.strategy != "none":
         log.info(f"Strategy {distribution.strategy}: {distribution.replicas} replicas, {distribution.worker}; "

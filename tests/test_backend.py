@@ -17,6 +17,8 @@ def test_cpu_speed_settings(monkeypatch, bf16):
     settings = backend.speed_settings()
     name = keras.backend.backend()  # the suite runs on each backend: JAX always compiles, and its CPU bfloat16
     expected = "mixed_bfloat16" if bf16 and name != "jax" else "float32"  # was measured slower
+    assert ("onednn" in settings) is (name == "tensorflow")
+    settings.pop("onednn", None)
     assert settings == {"device": "cpu", "gpus": 0, "jit": name == "jax", "dtype_policy": expected}
     assert backend.speed_settings(jit=True, mixed_precision=False)["dtype_policy"] == "float32"
 
@@ -35,7 +37,23 @@ def test_gpu_speed_settings(monkeypatch):
     monkeypatch.setattr(backend, "gpu_count", lambda: 2)
     monkeypatch.setattr(backend, "_gpu_has_bf16", lambda: False)
     jit = keras.backend.backend() != "torch"  # Keras's torch backend has no XLA
-    assert backend.speed_settings() == {"device": "gpu", "gpus": 2, "jit": jit, "dtype_policy": "mixed_float16"}
+    settings = backend.speed_settings()
+    settings.pop("onednn", None)
+    assert settings == {"device": "gpu", "gpus": 2, "jit": jit, "dtype_policy": "mixed_float16"}
+
+
+@pytest.mark.parametrize("given,expected", [(None, True), ("0", False)])
+def test_tensorflow_runs_onednn_kernels_unless_the_user_says_otherwise(given, expected):
+    # TensorFlow turns oneDNN on by itself only on AVX-512 VNNI/BF16/AMX CPUs; without it an AVX2 CPU trains 2-3x slower
+    pytest.importorskip("tensorflow")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if given is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = given
+    code = ("from alexnet import backend; backend.select_backend('tensorflow'); backend.load_keras(); "
+            "s = backend.speed_settings(); print(s['onednn'], backend.onednn_enabled())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(expected)] * 2
 
 
 def test_backend_cannot_change_once_keras_runs(monkeypatch):
