@@ -4,7 +4,8 @@
 
 Each figure comes from its own process (bench/measure.py), for every Keras
 backend installed. Writes BENCHMARKS.md with the machine, the versions, the
-commands and every figure as a ratio to the tutorial's. About 10-15 minutes on
+commands and every figure as a ratio to the tutorial's, then the section
+against a hand-written PyTorch loop (bench/peer.py). About 10-15 minutes on
 a 2-core CPU.
 """
 
@@ -143,6 +144,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="runs of each headline figure (mean ± sd)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
     data = ["--data", args.data]
     backends = installed_backends()
     started = time.perf_counter()
@@ -188,6 +190,14 @@ def main():
     out = Path(args.out)
     text = report(rows, commands, backends, args, minutes)
     out.write_text(merge(out.read_text(), text) if out.exists() else text)
+
+    print("Against a hand-written PyTorch loop (bench/peer.py):")
+    import peer
+    from imagenet_step import with_section
+
+    peer_rows = peer.run_all(backends, args.repeats, peer.STEPS)
+    out.write_text(with_section(out.read_text(), peer.TITLE, peer.section(peer_rows, args.repeats, peer.STEPS, backends)))
+    minutes = (time.perf_counter() - started) / 60
     print(f"Wrote {args.out} ({minutes:.1f} min)")
 
 

@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import run  # noqa: E402  bench/run.py
@@ -90,3 +92,65 @@ def test_replicated_folders_are_hard_links_to_the_source(tmp_path, monkeypatch):
     assert len(train) == 5 and len(list((folder / "test").rglob("*.jpg"))) == 1
     assert {p.stat().st_ino for p in train} == {(tmp_path / "src" / n).stat().st_ino
                                                 for n in ("train/cat/0001.jpg", "train/dog/0002.jpg")}
+
+
+def test_the_peer_counts_the_flop_of_our_own_layers():
+    import peer
+
+    from alexnet.models import alexnet
+
+    for size in (67, 227):
+        model = alexnet(image_size=size)
+        macs = 0
+        for layer in model.layers:
+            if layer.name.startswith("conv"):
+                _, height, width, filters = layer.output.shape
+                macs += height * width * filters * int(np_prod(layer.kernel.shape[:3]))
+            elif layer.name.startswith(("fc", "predictions")):
+                macs += int(np_prod(layer.kernel.shape))
+        assert peer.training_flop(size) == 6 * macs  # forward 2 x multiply-adds, a training step 3x that
+    assert round(peer.training_flop(67) / 1e9, 2) == 0.50
+
+
+def np_prod(values):
+    result = 1
+    for value in values:
+        result *= int(value)
+    return result
+
+
+def test_the_hand_written_pytorch_loop_trains_the_same_network():
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    import peer
+
+    from alexnet.models import alexnet
+
+    for size in (67, 227):
+        ours = sum(int(np_prod(w.shape)) for w in alexnet(image_size=size).trainable_weights)
+        assert sum(p.numel() for p in peer.torch_model(size).parameters()) == ours
+    torch.manual_seed(0)
+    step, _ = peer.torch_step_function(67, 8)
+    images, labels = peer.batches(8, 0, count=1)[0]
+    losses = [step(images, labels) for _ in range(5)]
+    assert all(np.isfinite(losses)) and max(losses[-2:]) < losses[0] - 0.1  # it learns the batch (10 seeds tried)
+    model = peer.torch_model(67).eval()
+    with torch.no_grad():
+        assert tuple(model(torch.from_numpy(images)).shape) == (8, 10)
+
+
+def test_the_peer_section_gives_ratios_to_the_loop_and_fractions_of_the_limit(monkeypatch):
+    import peer
+
+    monkeypatch.setattr(run, "machine", lambda: "a test CPU")
+    flop = peer.training_flop(67)
+    rows = {("matmul-torch", 0, 0): [{"gflops": 100.0}, {"gflops": 100.0}],
+            ("torch-loop", 67, 256): [{"images_per_s": 50.0, "threads": 2}, {"images_per_s": 50.0, "threads": 2}],
+            ("ours-tensorflow", 67, 256): [{"images_per_s": 100.0, "jit": False, "dtype_policy": "float32",
+                                            "onednn": True}] * 2}
+    text = peer.section(rows, 2, 6, ["tensorflow"])
+    assert text.startswith(f"## {peer.TITLE}") and "a test CPU" in text
+    ours = next(line for line in text.splitlines() if line.startswith("| ours, tensorflow"))
+    gflops = 100.0 * flop / 1e9
+    assert ours.split(" | ")[1:] == ["float32, XLA off, oneDNN on", "100.0 ± 0.0", "2.00", f"{gflops:.1f}",
+                                     f"{gflops / 100.0:.0%} |"]
