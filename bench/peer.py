@@ -203,15 +203,6 @@ def one(what, size, batch, steps, seed, jit):
     return {"images_per_s": batch / seconds, "step_s": seconds, **extra}
 
 
-def commit():
-    def git(*words):
-        done = subprocess.run(["git", "-C", str(ROOT), *words], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def measure(what, size, batch, steps, seed, jit="auto"):
     done = subprocess.run([sys.executable, __file__, "--one", what, "--size", str(size), "--batch", str(batch),
                            "--steps", str(steps), "--seed", str(seed), "--jit", jit],
@@ -247,6 +238,7 @@ def run_all(backends, repeats, steps, settings=SETTINGS, extra_jit=()):
 
 
 def section(rows, repeats, steps, backends):
+    from imagenet_step import commit
     from run import machine, versions
 
     limit = max(mean_sd([r["gflops"] for r in found])[0] for (what, *_), found in rows.items()
