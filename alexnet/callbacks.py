@@ -203,12 +203,14 @@ class EpochLog(keras.callbacks.Callback):
 
     ORDER = 10  # after what adds to the logs (TestEachEpoch), before Checkpoints
 
-    def __init__(self, folder, train_images, extra_columns=(), first_share=1.0):
+    def __init__(self, folder, train_images, extra_columns=(), first_share=1.0, validation=True):
         super().__init__()
         self.folder = folder  # runs.RunFolder
         self.train_images = train_images
         self.first_share = first_share  # of its images that the first epoch trains here (a mid-epoch resume: less)
-        self.columns = HISTORY_COLUMNS + tuple(extra_columns)
+        # Without validation (--val-size 0) its columns are absent, never empty or NaN.
+        self.columns = tuple(column for column in HISTORY_COLUMNS + tuple(extra_columns)
+                             if validation or not column.startswith("val_"))
         self._writers = {}
         self._started = self._trained = None
 

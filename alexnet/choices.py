@@ -51,8 +51,8 @@ FORMATS = {
 }
 
 # Settings that must be positive where given (TrainConfig field -> its flag); argparse and validate read it.
-POSITIVE = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "val_size": "--val-size",
-            "limit_train": "--limit-train", "limit_test": "--limit-test"}
+POSITIVE = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "limit_train": "--limit-train",
+            "limit_test": "--limit-test"}
 
 
 def check(flag, value, allowed):

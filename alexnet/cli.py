@@ -96,8 +96,9 @@ def build_parser():
     train.add_argument("--image-size", type=_positive_int,
                        help="side of the images the network sees, in pixels; 67 is the smallest "
                             + _recipe_default("image_size"))
-    train.add_argument("--val-size", type=_positive_int,
-                       help="validation images held out of the training images (default: "
+    train.add_argument("--val-size", type=_non_negative_int,
+                       help="validation images held out of the training images; 0: none, for a final fit on all "
+                            "of them once the settings are fixed (no validation figures, no best.keras) (default: "
                             f"{VAL_SIZE_RULE.replace('%', '%%')})")  # argparse formats help with %
     train.add_argument("--seed", type=_non_negative_int, help=f"seeds splits, shuffling, initialization, dropout "
                                                 f"(default: {defaults.seed})")

@@ -27,7 +27,7 @@ class TrainConfig:
     tta: Optional[bool] = None  # the final report also gives test-time-augmented figures; None: the recipe's
     ten_crop: Optional[bool] = None  # the final report also gives the paper's 10-crop figures; None: the recipe's
     pca_lighting: Optional[float] = None  # std of the paper's PCA lighting noise (0: none); None: the recipe's
-    val_size: Optional[int] = None  # held-out training images; None: splits.VAL_SIZE_RULE
+    val_size: Optional[int] = None  # held-out training images (0: none); None: splits.VAL_SIZE_RULE
     seed: int = 42  # splits, shuffling, initialization and dropout
     limit_train: Optional[int] = None  # cap on training images, after validation is taken out
     limit_test: Optional[int] = None  # cap on test images (a seeded random sample)
@@ -71,6 +71,9 @@ class TrainConfig:
             choices.check("--backend", config.backend, choices.BACKENDS)
         for name, flag in choices.POSITIVE.items():
             choices.check_positive(flag, getattr(config, name))
+        if config.val_size is not None and not 0 <= config.val_size:
+            raise UsageError(f"--val-size must be 0 (no validation: train on every training image) or a positive "
+                             f"integer. Received: {config.val_size}")
         if config.run_dir is not None and not str(config.run_dir).strip():
             raise UsageError("--run-dir must name a folder. Received: an empty name")
         choices.check_image_size(config.image_size)

@@ -77,9 +77,9 @@ def make_splits(dataset, val_size=None, seed=0, limit_train=None, limit_test=Non
                       empty, test_index, source=dataset.source, skipped=list(dataset.skipped),
                       class_ids=list(dataset.class_ids))
     val_size = resolve_val_size(val_size, limit_train, n_train)
-    if val_size < 1 or val_size >= n_train:
-        raise UsageError(f"--val-size must be between 1 and {n_train - 1} (the source has {n_train} "
-                         f"training images). Received: {val_size}")
+    if val_size < 0 or val_size >= n_train:
+        raise UsageError(f"--val-size must be between 0 (no validation) and {n_train - 1} (the source has "
+                         f"{n_train} training images). Received: {val_size}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(n_train)
     val_index, train_index = order[:val_size], order[val_size:]

@@ -237,6 +237,9 @@ def _describe(job):
     log.info(f"Data: {len(splits.x_train)} train, {len(splits.x_val)} validation, {len(splits.x_test)} test images "
              f"of {'x'.join(map(str, job.input_shape))} from {splits.source}"
              + (f" (streamed: {job.transforms[0].crop} for training)" if job.streamed else ""))
+    if not len(splits.x_val):
+        log.info("No validation (--val-size 0): every training image trains; history.csv and TensorBoard have no "
+                 "validation figures and there is no best.keras. The test figures come once, at the end.")
 
 
 def _build(job):
@@ -318,7 +321,7 @@ def _fit_epochs(job, model, first, last, first_step=0, metrics=None):
         (TEST_EACH_EPOCH_COLUMNS if config.test_each_epoch else ())
     share = 1 - first_step / job.steps_per_epoch  # of the first epoch's images that this fit trains on
     processes = job.distribution.shard[1]
-    callbacks = [EpochLog(job.folder, len(splits.x_train), columns, first_share=share),
+    callbacks = [EpochLog(job.folder, len(splits.x_train), columns, first_share=share, validation=val_data is not None),
                  Checkpoints(job.folder, best_val_accuracy(job.state)), keras.callbacks.TerminateOnNaN(),
                  TimeEstimate(config.epochs - first, job.speed["device"]),
                  StepCheckpoints(job.folder, config.checkpoint_every, job.interrupt, processes, first_step),
@@ -358,11 +361,14 @@ def _fit_epochs(job, model, first, last, first_step=0, metrics=None):
                            f"{kept}. Lower --lr (now {config.lr}) and start a new run.")
 
 
-def _warn_if_diverged(val_loss, classes, lr):
-    """Says so when the final validation loss is not finite or far above a chance-level guess's (ln classes)."""
+def _warn_if_diverged(last_epoch, classes, lr):
+    """Says so when the final validation loss (without validation: the training loss) is not finite or far above
+    a chance-level guess's (ln classes)."""
+    part = "validation" if "val_loss" in last_epoch else "training"
+    loss = last_epoch["val_loss" if part == "validation" else "loss"]
     chance = math.log(classes)
-    if not math.isfinite(val_loss) or val_loss > 3 * chance:
-        log.warning(f"the final validation loss is {val_loss:.4g}, far above a chance-level guess's "
+    if not math.isfinite(loss) or loss > 3 * chance:
+        log.warning(f"the final {part} loss is {loss:.4g}, far above a chance-level guess's "
                     f"({chance:.2f}): training diverged, and the saved models predict poorly. Lower --lr "
                     f"(now {lr:g}) and start a new run.")
 
@@ -397,7 +403,7 @@ def _finish(job, model):
     if history:  # a worker that resumed a finished run trained no epoch here
         plots.training_curves(history, folder.curves_file,
                               f"loss (with label smoothing {smoothing:g})" if smoothing else "loss")
-        _warn_if_diverged(history[-1].get("val_loss", math.nan), len(splits.class_names), config.lr)
+        _warn_if_diverged(history[-1], len(splits.class_names), config.lr)
     for line in summary_lines(report, smoothing):
         log.info(line)
     logs = f"; tensorboard --logdir {folder.log_dir()}" if folder.log_dir().is_dir() else \

@@ -14,7 +14,7 @@ from alexnet.errors import UsageError
 @pytest.mark.parametrize("settings,message", [
     ({"model": "vgg"}, "--model must be one of alexnet, alexnet-lrn. Received: 'vgg'"),
     ({"epochs": 0}, "--epochs must be a positive integer. Received: 0"),
-    ({"val_size": -1}, "--val-size must be a positive integer"),
+    ({"val_size": -1}, "--val-size must be 0 (no validation: train on every training image) or a positive integer"),
     ({"recipe": "quick"}, "quick"),
     ({"backend": "mxnet"}, "--backend must be one of tensorflow, jax, torch"),
     ({"strategy": "ring"}, "--strategy must be one of"),

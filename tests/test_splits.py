@@ -21,6 +21,8 @@ def _dataset(n_train=200, n_test=50, seed=0):
     ({"limit_train": 90}, (90, 10, 50)),  # the tutorial's 9:1
     ({"limit_train": 90, "val_size": 30}, (90, 30, 50)),
     ({"val_size": 20, "limit_test": 7}, (180, 20, 7)),
+    ({"val_size": 0}, (200, 0, 50)),  # no validation: every training image trains
+    ({"val_size": -1}, None),
 ])
 def test_split_sizes(kwargs, sizes):
     if sizes is None:

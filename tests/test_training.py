@@ -186,13 +186,40 @@ def test_resume_with_a_damaged_config_names_the_file(finished_run, tmp_path, cap
     assert "cannot be evaluated" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("val_loss,warned", [(3e21, True), (float("nan"), True), (2.5, False)])
-def test_a_diverged_run_is_named(capsys, val_loss, warned):
+@pytest.mark.parametrize("last_epoch,warned", [
+    ({"loss": 2.0, "val_loss": 3e21}, "validation"), ({"loss": 2.0, "val_loss": float("nan")}, "validation"),
+    ({"loss": 9e9, "val_loss": 2.5}, None), ({"loss": float("nan")}, "training"), ({"loss": 2.5}, None)])
+def test_a_diverged_run_is_named(capsys, last_epoch, warned):
+    """By its validation loss, or without validation (--val-size 0) by its training loss."""
     from alexnet.trainer import _warn_if_diverged
 
-    _warn_if_diverged(val_loss, classes=10, lr=0.5)
+    _warn_if_diverged(last_epoch, classes=10, lr=0.5)
     err = capsys.readouterr().err
-    assert ("training diverged" in err and "Lower --lr (now 0.5)" in err) == warned
+    assert ("training diverged" in err and "Lower --lr (now 0.5)" in err) == (warned is not None)
+    assert warned is None or f"the final {warned} loss" in err
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streamed"])
+def test_val_size_0_trains_on_every_image_and_reports_no_validation(cifar_slice, tmp_path, capsys, stream):
+    """A final fit on all training images: no validation figure anywhere (absent, never NaN or the test's)."""
+    run_dir = tmp_path / "run"
+    tiny = ["--limit-train", "64", "--limit-test", "32", "--image-size", "67", "--batch-size", "32"]
+    assert main(["train", "--data", str(cifar_slice), "--epochs", "2", *tiny, "--val-size", "0",
+                 *(["--stream"] if stream else []), "--run-dir", str(run_dir)]) == 0
+    assert "No validation (--val-size 0)" in capsys.readouterr().out
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["data"]["train"], config["data"]["validation"], config["settings"]["val_size"]) == (64, 0, 0)
+    history = _history(run_dir)
+    assert [row["epoch"] for row in history] == ["0", "1"]
+    assert not [column for column in history[0] if column.startswith("val_")]
+    assert all(row["loss"] != "nan" for row in history)
+    assert not (run_dir / "logs" / "validation").exists()
+    assert event_steps(run_dir / "logs" / "train", "epoch_loss") == [0, 1]
+    assert not (run_dir / "best.keras").exists() and (run_dir / "model.keras").exists()
+    assert "test_accuracy" in json.loads((run_dir / "metrics.json").read_text())
+    assert main(["train", "--resume", str(run_dir), "--epochs", "3"]) == 0  # a resume keeps it so
+    assert [row["epoch"] for row in _history(run_dir)] == ["0", "1", "2"]
+    assert not (run_dir / "logs" / "validation").exists()
 
 
 @pytest.fixture(scope="module")
