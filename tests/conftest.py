@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+# `alexnet` turns TensorFlow's oneDNN kernels on as it loads Keras (backend._import_keras), which only takes effect
+# before TensorFlow is imported; helpers.py imports TensorFlow first. Without this, on a CPU where TensorFlow leaves
+# them off by itself (AVX2 only), runs inside pytest would use other kernels than the `alexnet` subprocesses they
+# are compared with to the last digit (the kill -9 resume tests).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 ARCHIVE = Path(os.environ.get("ALEXNET_TEST_ARCHIVE",
                               Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"))
 
