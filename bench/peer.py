@@ -237,6 +237,17 @@ def run_all(backends, repeats, steps, settings=SETTINGS, extra_jit=()):
     return rows
 
 
+def title():
+    """The section's title, one section a kind of CPU, so that a run on one kind keeps the others' figures."""
+    from run import instruction_sets
+
+    from alexnet.backend import cpu_has_fast_bf16
+
+    if "AVX512F" not in instruction_sets():
+        return f"{TITLE}, CPUs without AVX-512"
+    return f"{TITLE}, CPUs with AVX-512" + (" and fast bfloat16" if cpu_has_fast_bf16() else "")
+
+
 def section(rows, repeats, steps, backends):
     from imagenet_step import commit
     from run import machine, versions
@@ -245,7 +256,7 @@ def section(rows, repeats, steps, backends):
                 if what.startswith("matmul-"))
     limits = ", ".join(f"{what.split('-', 1)[1]} {fmt(*mean_sd([r['gflops'] for r in found]))}"
                        for (what, *_), found in rows.items() if what.startswith("matmul-"))
-    lines = [f"## {TITLE}", "",
+    lines = [f"## {title()}", "",
              f"`python bench/peer.py --repeats {repeats} --steps {steps}` on {machine()}; {versions()}; code at "
              f"{commit()}. Run alone on the machine; {repeats} processes of each figure, round-robin over seeds "
              f"(mean ± sd), {steps} timed steps each after two warm-up steps, synthetic uint8 32x32 batches.", "",
@@ -312,7 +323,7 @@ def main():
     text = section(rows, args.repeats, args.steps, backends)
     print(text)
     out = Path(args.out)
-    out.write_text(with_section(out.read_text() if out.exists() else "", TITLE, text))
+    out.write_text(with_section(out.read_text() if out.exists() else "", title(), text))
 
 
 if __name__ == "__main__":

@@ -196,7 +196,8 @@ def main():
     from imagenet_step import with_section
 
     peer_rows = peer.run_all(backends, args.repeats, peer.STEPS)
-    out.write_text(with_section(out.read_text(), peer.TITLE, peer.section(peer_rows, args.repeats, peer.STEPS, backends)))
+    out.write_text(with_section(out.read_text(), peer.title(),
+                                peer.section(peer_rows, args.repeats, peer.STEPS, backends)))
     minutes = (time.perf_counter() - started) / 60
     print(f"Wrote {args.out} ({minutes:.1f} min)")
 
