@@ -268,7 +268,14 @@ def section(rows, repeats, steps, backends):
              "`alexnet train` chooses here (the `settings` column); `+ XLA` rows force `--jit on`.",
              f"- The limit: float32 GFLOP/s of a {MATMUL}x{MATMUL} matmul ({limits}); the best of them is the "
              f"limit, {limit:.1f} GFLOP/s. A step's GFLOP/s is images/s x the convolutions' and dense layers' "
-             "FLOP for one training image (3 x 2 x multiply-adds).", ""]
+             "FLOP for one training image (3 x 2 x multiply-adds)."]
+    lower = sorted({r["dtype_policy"] for (what, *_), found in rows.items() if what.startswith("ours-")
+                    for r in found} - {"float32"})
+    if lower:  # where `alexnet train` chooses bfloat16 ("dtype on CPUs"); the loop a PyTorch user writes is float32
+        lines.append(f"- Here `alexnet train` chooses {', '.join(lower)}, while the loop a PyTorch user writes stays "
+                     "float32: that is the comparison a user makes. The limit is float32's, so a lower-precision "
+                     "step can pass 100% of it.")
+    lines.append("")
     for size, batch in dict.fromkeys((s, b) for (what, s, b) in rows if s):
         peer = mean_sd([r["images_per_s"] for r in rows[("torch-loop", size, batch)]])
         flop = training_flop(size)

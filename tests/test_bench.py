@@ -154,3 +154,7 @@ def test_the_peer_section_gives_ratios_to_the_loop_and_fractions_of_the_limit(mo
     gflops = 100.0 * flop / 1e9
     assert ours.split(" | ")[1:] == ["float32, XLA off, oneDNN on", "100.0 ± 0.0", "2.00", f"{gflops:.1f}",
                                      f"{gflops / 100.0:.0%} |"]
+    assert "stays float32" not in text  # said only where ours runs a lower precision than the loop
+    rows[("ours-tensorflow", 67, 256)] = [{**rows[("ours-tensorflow", 67, 256)][0], "dtype_policy": "mixed_bfloat16"}]
+    assert "chooses mixed_bfloat16, while the loop a PyTorch user writes stays float32" in peer.section(
+        rows, 2, 6, ["tensorflow"])
