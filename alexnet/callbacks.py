@@ -395,6 +395,7 @@ class DeferredInterrupt:
 
     def __init__(self):
         self.received = None  # the first signal's number
+        self.stops = "at the end of the current step"  # where the run acts on a signal now (said when one lands)
         self._previous = {}
 
     @property
@@ -414,7 +415,7 @@ class DeferredInterrupt:
             raise StopNow(self.exit_code)
         self.received = signum
         if signum != signal.SIGINT:  # Ctrl-C shows itself on the terminal; a scheduler's signal does not
-            log.warning(f"{signal.Signals(signum).name} received: stopping at the end of the current step")
+            log.warning(f"{signal.Signals(signum).name} received: stopping {self.stops}")
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():

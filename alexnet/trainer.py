@@ -219,6 +219,7 @@ def _train(job):
     job.interrupt.check()
     if position.epoch < job.config.epochs:
         _fit(job, model, position)
+    job.interrupt.stops = "before the test report (every epoch is saved)"
     return _finish(job, model)
 
 
@@ -392,6 +393,9 @@ def _finish(job, model):
     save_model_atomic(model, folder.final_model)  # every process: saving a sharded model is collective
     if job.distribution.shard[1] > 1:
         model = _local_copy(model)
+    if job.interrupt.requested:  # a stop after training: the test report (long on ImageNet) is the resume's to write
+        raise Interrupted(f"{_stopped_by(job)} after the last epoch, before the test report; every epoch is saved. "
+                          f"Write the report with: alexnet train --resume {_run_folder(job)}", job.interrupt.exit_code)
     test = StreamedImages(splits.x_test, job.transforms[1], config.strict) if job.streamed else splits.x_test
     report = write_report(model, test, splits.y_test, splits.class_names, folder.path,
                           log_dir=folder.log_dir("test"), step=config.epochs - 1, tta=config.tta,

@@ -95,6 +95,34 @@ def test_ctrl_c_and_stop_signals_stop_cleanly_and_say_how_to_resume(cifar_slice,
         assert [int(row["epoch"]) for row in _history(run_dir)] == list(range(done + 1))
 
 
+def test_a_stop_signal_after_the_last_epoch_leaves_the_report_to_the_resume(cifar_slice, tmp_path, capsys,
+                                                                            monkeypatch):
+    """SIGTERM while the final model is written (training done): exit 143 before the test report, which can take
+    long (ImageNet's 10-crop test); the resume writes it. Before, the run said it would stop, then did not."""
+    import os
+
+    from alexnet import trainer
+
+    run_dir, written = tmp_path / "run", trainer.save_model_atomic
+
+    def write_then_signal(model, path):
+        written(model, path)
+        if Path(path).name == trainer.RunFolder.FINAL:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer, "save_model_atomic", write_then_signal)
+    assert main(["train", "--data", str(cifar_slice), "--epochs", "1", "--run-dir", str(run_dir), *TINY]) == 143
+    said = "".join(capsys.readouterr())
+    assert "SIGTERM received: stopping before the test report (every epoch is saved)" in said
+    assert (f"stopped by SIGTERM after the last epoch, before the test report; every epoch is saved. Write the "
+            f"report with: alexnet train --resume {run_dir}") in said
+    assert (run_dir / trainer.RunFolder.FINAL).is_file() and not (run_dir / "metrics.json").exists()
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 1
+    assert [row["epoch"] for row in _history(run_dir)] == ["0"]
+
+
 def test_same_seed_same_history_to_the_last_digit(cifar_slice, tmp_path):
     histories = []
     for name in ("a", "b"):
