@@ -137,7 +137,12 @@ def torch_step_function(size, batch):
 
 # ---- ours ----------------------------------------------------------------------------------------------------
 
-def our_step_function(backend, size, batch, seed, jit=None):
+def our_step_function(backend, size, batch, seed, jit=None, mixed_precision=None):
+    """`alexnet train --recipe cpu`'s step; jit and mixed_precision None: as `alexnet train` chooses them.
+
+    On torch, jit=True is `torch.compile` through Keras's `jit_compile` (a lever measured here; `alexnet train`
+    does not use it: see `speed_settings`).
+    """
     from alexnet.backend import load_keras, select_backend, speed_settings
 
     select_backend(backend)
@@ -149,7 +154,9 @@ def our_step_function(backend, size, batch, seed, jit=None):
     from alexnet.models import build_model
     from alexnet.trainer import make_deterministic
 
-    speed = speed_settings(jit, None)
+    speed = speed_settings(jit if backend != "torch" else None, mixed_precision)
+    if backend == "torch" and jit:
+        speed["jit"] = True  # Keras's torch trainer wraps the step in torch.compile
     keras.config.set_dtype_policy(speed["dtype_policy"])
     make_deterministic(seed, speed["device"])  # as `alexnet train` does: op determinism on TensorFlow's CPU
     config = TrainConfig(recipe="cpu", batch_size=batch, image_size=size).resolved()
@@ -188,7 +195,7 @@ def matmul_gflops(engine, repeats=20):
     return 2 * MATMUL ** 3 / ((time.perf_counter() - started) / repeats) / 1e9
 
 
-def one(what, size, batch, steps, seed, jit):
+def one(what, size, batch, steps, seed, jit, mixed_precision=None):
     """One measurement in this process: `what` is matmul-ENGINE, torch-loop or ours-BACKEND."""
     if what.startswith("matmul-"):
         return {"gflops": matmul_gflops(what.split("-", 1)[1])}
@@ -198,15 +205,16 @@ def one(what, size, batch, steps, seed, jit):
         torch.manual_seed(seed)
         step, extra = torch_step_function(size, batch)
     else:
-        step, extra = our_step_function(what.split("-", 1)[1], size, batch, seed, jit)
+        step, extra = our_step_function(what.split("-", 1)[1], size, batch, seed, jit, mixed_precision)
     seconds = timed(step, batches(batch, seed), steps)
     return {"images_per_s": batch / seconds, "step_s": seconds, **extra}
 
 
-def measure(what, size, batch, steps, seed, jit="auto"):
+def measure(what, size, batch, steps, seed, jit="auto", precision="auto", env=None):
     done = subprocess.run([sys.executable, __file__, "--one", what, "--size", str(size), "--batch", str(batch),
-                           "--steps", str(steps), "--seed", str(seed), "--jit", jit],
-                          capture_output=True, text=True, timeout=1800, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                           "--steps", str(steps), "--seed", str(seed), "--jit", jit, "--precision", precision],
+                          capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
     if done.returncode != 0:
         raise SystemExit(f"{what} at {size} px failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -304,6 +312,77 @@ def fmt(mean, spread):
     return f"{mean:,.1f} ± {spread:,.1f}"
 
 
+# ---- levers: what else was tried on the default step --------------------------------------------------------
+
+# (name, backend, jit, precision, environment): each a change of one setting from what `alexnet train` runs.
+LEVERS = (
+    ("default (as `alexnet train` runs it)", "tensorflow", "auto", "auto", {}),
+    ("TensorFlow inter-op threads 1 (`TF_NUM_INTEROP_THREADS=1`)", "tensorflow", "auto", "auto",
+     {"TF_NUM_INTEROP_THREADS": "1"}),
+    ("TensorFlow intra-op threads 1, inter-op 2", "tensorflow", "auto", "auto",
+     {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}),
+    ("oneDNN off (`TF_ENABLE_ONEDNN_OPTS=0`)", "tensorflow", "auto", "auto", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    ("oneDNN runs on the calling thread (`TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD=1`)", "tensorflow", "auto", "auto",
+     {"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "1"}),
+    ("oneDNN with the system allocator (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`)", "tensorflow", "auto", "auto",
+     {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}),
+    ("XLA (`--jit`) with oneDNN", "tensorflow", "on", "auto", {}),
+    ("float32 (`--no-mixed-precision`)", "tensorflow", "auto", "float32", {}),
+    ("Keras on torch, as `alexnet train --backend torch` runs it", "torch", "auto", "auto", {}),
+    ("Keras on torch + `torch.compile` (Keras's `jit_compile`)", "torch", "on", "auto", {}),
+)
+
+
+def levers_title():
+    return title().replace(TITLE, "Levers tried on the step")
+
+
+def run_levers(backends, repeats, steps, size=67, batch=256):
+    """{lever name: [results]} and the loop's, at the cpu recipe's size, round-robin over `repeats` seeds."""
+    rows = {}
+    levers = [lever for lever in LEVERS if lever[1] in backends]
+    for seed in range(repeats):
+        rows.setdefault("torch-loop", []).append(measure("torch-loop", size, batch, steps, seed))
+        print(f"  torch-loop seed {seed}: {rows['torch-loop'][-1]['images_per_s']:.1f} images/s", flush=True)
+        for name, backend, jit, precision, env in levers:
+            try:
+                result = measure(f"ours-{backend}", size, batch, steps, seed, jit, precision, env)
+            except SystemExit as failure:  # a lever that does not run here (torch.compile without a compiler)
+                result = {"failed": str(failure).splitlines()[-1][:200]}
+            rows.setdefault(name, []).append(result)
+            print(f"  {name} seed {seed}: {result.get('images_per_s', 0):.1f} images/s", flush=True)
+    return rows
+
+
+def levers_section(rows, repeats, steps, size=67, batch=256):
+    from imagenet_step import commit
+    from run import machine, versions
+
+    loop = mean_sd([r["images_per_s"] for r in rows["torch-loop"]])
+    default = mean_sd([r["images_per_s"] for r in rows[LEVERS[0][0]]])
+    lines = [f"## {levers_title()}", "",
+             f"`python bench/peer.py --levers --repeats {repeats} --steps {steps}` on {machine()}; {versions()}; "
+             f"code at {commit()}. The `cpu` recipe's step at {size} px, batch {batch}, as in the section above, "
+             f"with one setting changed a row; {repeats} processes each, round-robin (mean ± sd), in one run beside "
+             f"the hand-written PyTorch loop ({fmt(*loop)} images/s here).", "",
+             "| lever | settings | training images/s | / the default | / the PyTorch loop |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for name, *_ in LEVERS:
+        found = rows.get(name)
+        if not found:
+            continue
+        if any("failed" in r for r in found):
+            lines.append(f"| {name} | - | failed: {next(r['failed'] for r in found if 'failed' in r)} | - | - |")
+            continue
+        rate = mean_sd([r["images_per_s"] for r in found])
+        settings = f"{found[0]['dtype_policy']}, XLA {'on' if found[0]['jit'] else 'off'}"
+        if found[0].get("onednn") is not None:
+            settings += f", oneDNN {'on' if found[0]['onednn'] else 'off'}"
+        lines.append(f"| {name} | {settings} | {fmt(*rate)} | {rate[0] / default[0]:.2f} | "
+                     f"{rate[0] / loop[0]:.2f} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=None, help="Keras backends (default: every one installed)")
@@ -317,20 +396,29 @@ def main():
     parser.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--jit", default="auto", choices=["auto", "on", "off"], help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed"], help=argparse.SUPPRESS)
+    parser.add_argument("--levers", action="store_true",
+                        help="instead: the levers tried on the default step at 67 px (thread pools, oneDNN, XLA, "
+                             "precision, torch.compile), written as their own section")
     args = parser.parse_args()
     if args.one:
         jit = None if args.jit == "auto" else args.jit == "on"
-        print(json.dumps(one(args.one, args.size, args.batch, args.steps, args.seed, jit)))
+        mixed = None if args.precision == "auto" else args.precision == "mixed"
+        print(json.dumps(one(args.one, args.size, args.batch, args.steps, args.seed, jit, mixed)))
         return
     from imagenet_step import with_section
     from run import installed_backends
 
     backends = args.backends or installed_backends()
-    rows = run_all(backends, args.repeats, args.steps, extra_jit=args.xla)
-    text = section(rows, args.repeats, args.steps, backends)
+    if args.levers:
+        rows = run_levers(backends, args.repeats, args.steps)
+        text, heading = levers_section(rows, args.repeats, args.steps), levers_title()
+    else:
+        rows = run_all(backends, args.repeats, args.steps, extra_jit=args.xla)
+        text, heading = section(rows, args.repeats, args.steps, backends), title()
     print(text)
     out = Path(args.out)
-    out.write_text(with_section(out.read_text() if out.exists() else "", title(), text))
+    out.write_text(with_section(out.read_text() if out.exists() else "", heading, text))
 
 
 if __name__ == "__main__":

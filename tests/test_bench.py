@@ -158,3 +158,22 @@ def test_the_peer_section_gives_ratios_to_the_loop_and_fractions_of_the_limit(mo
     rows[("ours-tensorflow", 67, 256)] = [{**rows[("ours-tensorflow", 67, 256)][0], "dtype_policy": "mixed_bfloat16"}]
     assert "chooses mixed_bfloat16, while the loop a PyTorch user writes stays float32" in peer.section(
         rows, 2, 6, ["tensorflow"])
+
+
+def test_the_levers_section_rates_each_lever_against_the_default_and_the_loop(monkeypatch):
+    import peer
+
+    monkeypatch.setattr(run, "machine", lambda: "a test CPU")
+    settings = {"jit": False, "dtype_policy": "float32", "onednn": True}
+    default, threads, compiled = (lever[0] for lever in (peer.LEVERS[0], peer.LEVERS[1], peer.LEVERS[-1]))
+    rows = {"torch-loop": [{"images_per_s": 50.0, "threads": 2}] * 2,
+            default: [{"images_per_s": 100.0, **settings}, {"images_per_s": 110.0, **settings}],
+            threads: [{"images_per_s": 84.0, **settings}] * 2,
+            compiled: [{"failed": "no C compiler"}, {"images_per_s": 1.0, **settings}]}
+    text = peer.levers_section(rows, 2, 6)
+    assert text.startswith("## Levers tried on the step") and "a test CPU" in text and "50.0 ± 0.0" in text
+    row = lambda name: next(line for line in text.splitlines() if line.startswith(f"| {name} |"))  # noqa: E731
+    assert row(default).split(" | ")[2:] == ["105.0 ± 7.1", "1.00", "2.10 |"]
+    assert row(threads).split(" | ")[2:] == ["84.0 ± 0.0", "0.80", "1.68 |"]
+    assert "failed: no C compiler" in row(compiled)  # one failed process fails the lever: no mean of the rest
+    assert len([line for line in text.splitlines() if line.startswith("| ") and "---" not in line]) == 4
