@@ -129,6 +129,10 @@ def build_parser():
     train.add_argument("--pca-lighting", type=_non_negative_float, metavar="STD",
                        help="the paper's PCA lighting noise in training: std of the random weight of each colour "
                             "component, 0 for none " + _recipe_default("pca_lighting"))
+    train.add_argument("--ema", type=_non_negative_float, metavar="FRACTION",
+                       help="the final model is an exponential moving average of the weights over about this "
+                            "fraction of the run's last steps (Keras's use_ema), 0 for the last weights "
+                            + _recipe_default("ema"))
     train.add_argument("--jit", action=argparse.BooleanOptionalAction,
                        help="XLA compilation (default: on for GPUs and JAX, off otherwise)")
     train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,

@@ -12,7 +12,7 @@ class TrainConfig:
     """Every setting of `alexnet train`; written, resolved, to the run folder's config.json.
 
     The settings a recipe sets (`recipes.RECIPE_FIELDS`: epochs, batch_size,
-    lr, image_size, tta, ten_crop, pca_lighting) are None unless given: None means "the recipe's",
+    lr, image_size, tta, ten_crop, pca_lighting, ema) are None unless given: None means "the recipe's",
     however the config is built (`TrainConfig(recipe="cpu")`, `from_flags`,
     `dataclasses.replace`). `resolved()` fills them in; a run trains with that.
     """
@@ -27,6 +27,7 @@ class TrainConfig:
     tta: Optional[bool] = None  # the final report also gives test-time-augmented figures; None: the recipe's
     ten_crop: Optional[bool] = None  # the final report also gives the paper's 10-crop figures; None: the recipe's
     pca_lighting: Optional[float] = None  # std of the paper's PCA lighting noise (0: none); None: the recipe's
+    ema: Optional[float] = None  # final weights averaged over this fraction of the last steps (0: none); the recipe's
     val_size: Optional[int] = None  # held-out training images (0: none); None: splits.VAL_SIZE_RULE
     seed: int = 42  # splits, shuffling, initialization and dropout
     limit_train: Optional[int] = None  # cap on training images, after validation is taken out
@@ -82,6 +83,9 @@ class TrainConfig:
                              f"Received: {config.checkpoint_every}")
         if not 0 <= config.pca_lighting < float("inf"):
             raise UsageError(f"--pca-lighting must be 0 (none) or a positive number. Received: {config.pca_lighting}")
+        if not 0 <= config.ema <= 1:
+            raise UsageError(f"--ema must be a fraction of the run's steps from 0 (no average) to 1. "
+                             f"Received: {config.ema}")
         if config.storage_size is not None and (len(config.storage_size) != 2 or min(config.storage_size) < 1):
             raise UsageError(f"--storage-size must be N or HxW with positive sides. Received: {config.storage_size}")
         return config

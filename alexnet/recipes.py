@@ -58,6 +58,7 @@ class Recipe:
     tta: bool = False  # the final report also averages each test image's and its mirror's predictions
     ten_crop: bool = False  # the final report also gives the paper's 10-crop figures (corners, centre, mirrors)
     pca_lighting: float = 0.0  # std of the paper's PCA lighting noise (0.1 there; 0: none), in training
+    ema: float = 0.0  # the final model averages the weights over about this fraction of the last steps (0: none)
 
     @property
     def one_hot(self):
@@ -73,18 +74,19 @@ class Recipe:
         batch_size = self.batch_size if batch_size is None else batch_size
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.default_lr(batch_size),
                 "image_size": self.image_size, "tta": self.tta, "ten_crop": self.ten_crop,
-                "pca_lighting": self.pca_lighting}
+                "pca_lighting": self.pca_lighting, "ema": self.ema}
 
     def help(self):
         """The recipe's values, for `alexnet train --help`."""
         lr = f"lr {self.lr_per_256:g} x batch/256" if self.lr_per_256 is not None else f"lr {self.lr:g}"
         extras = ", 10-crop test" * self.ten_crop + f", PCA lighting {self.pca_lighting:g}" * bool(self.pca_lighting)
+        extras += f", weight average over the last {self.ema:.0%} of the steps" * bool(self.ema)
         return (f"{self.about} ({self.epochs} epochs, batch {self.batch_size}, {lr}, {self.image_size} px, "
                 f"TTA {'on' if self.tta else 'off'}{extras})")
 
 
 # The TrainConfig fields a recipe sets when the user leaves them out (None there: the recipe's value).
-RECIPE_FIELDS = ("epochs", "batch_size", "lr", "image_size", "tta", "ten_crop", "pca_lighting")
+RECIPE_FIELDS = ("epochs", "batch_size", "lr", "image_size", "tta", "ten_crop", "pca_lighting", "ema")
 
 
 _FAST = Recipe(about="augmentation, Nesterov SGD, weight decay, warm-up + cosine, label smoothing; for a GPU",
@@ -113,11 +115,13 @@ def get(name):
     return RECIPES[check_choice("--recipe", name, RECIPES)]
 
 
-def describe(name, batch_size, lr, pca_lighting=None, ten_crop=None):
-    """What the recipe does, for config.json and the console (pca_lighting, ten_crop: the run's, if not the recipe's)."""
+def describe(name, batch_size, lr, pca_lighting=None, ten_crop=None, ema=None):
+    """What the recipe does, for config.json and the console (pca_lighting, ten_crop, ema: the run's, if not the
+    recipe's)."""
     recipe = get(name)
     pca_lighting = recipe.pca_lighting if pca_lighting is None else pca_lighting
     ten_crop = recipe.ten_crop if ten_crop is None else ten_crop
+    ema = recipe.ema if ema is None else ema
     if recipe.lr_drops:
         schedule = (f"{lr:g}, divided by 10 after " + ", ".join(f"{f:.3g}" for f in recipe.lr_drops)
                     + " of the epochs (30, 60 and 80 of 90)")
@@ -145,6 +149,10 @@ def describe(name, batch_size, lr, pca_lighting=None, ten_crop=None):
     if ten_crop:
         described["ten_crop_test"] = ("four corners and the centre of the evaluation image, each with its mirror, "
                                       "averaged")
+    if ema:
+        described["weight_average"] = (f"exponential moving average of the weights over about the last {ema:.0%} of "
+                                       "the steps (Keras's use_ema); the final model (model.keras) is the average, "
+                                       "validation and best.keras use the trained weights")
     if recipe.lr_per_256 is not None:
         described["lr_rule"] = (f"lr = {recipe.lr_per_256:g} x batch / 256 = {recipe.default_lr(batch_size):g} "
                                 f"at batch {batch_size}")
@@ -209,7 +217,12 @@ def compile_model(model, config, steps_per_epoch, jit=False, lr=None):
     peak = config.lr if lr is None else lr
     optimizer = keras.optimizers.SGD(learning_rate=learning_rate(recipe, peak, total, steps_per_epoch),
                                      momentum=recipe.momentum, nesterov=recipe.nesterov,
-                                     weight_decay=recipe.weight_decay or None)
+                                     weight_decay=recipe.weight_decay or None, use_ema=bool(config.ema),
+                                     ema_momentum=ema_momentum(config.ema, total) if config.ema else 0.99)
+    if config.ema:
+        # `fit` puts the average in place of the weights at the end of every call, and a resumed epoch is a call
+        # of its own: training would go on from the average. The trainer puts it in place once (`use_average`).
+        optimizer.finalize_variable_values = lambda var_list: None
     if recipe.weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     if recipe.one_hot:
@@ -225,6 +238,18 @@ def compile_model(model, config, steps_per_epoch, jit=False, lr=None):
     # Weighted metrics: evaluation batches padded for several devices carry weight 0 on the copies.
     model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics, jit_compile=jit)
     return model
+
+
+def ema_momentum(fraction, total_steps):
+    """The momentum of an exponential moving average whose 1/e horizon is `fraction` of `total_steps`."""
+    return 1 - 1 / max(1.0, fraction * total_steps)
+
+
+def use_average(model):
+    """Puts the optimizer's moving average of the weights (if it keeps one) in place of the trained weights."""
+    optimizer = model.optimizer
+    if optimizer is not None and optimizer.use_ema:
+        type(optimizer).finalize_variable_values(optimizer, model.trainable_variables)
 
 
 TOP5_ABOVE = 5  # classes: top-5 accuracy is logged each epoch (top5_accuracy, val_top5_accuracy) above this

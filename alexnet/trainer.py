@@ -184,7 +184,7 @@ def _write_new_run(job):
     job.folder.write_config({
         "settings": config.to_dict(), "data": data,
         "recipe": recipes.describe(config.recipe, job.global_batch, job.global_lr, config.pca_lighting,
-                                   config.ten_crop),
+                                   config.ten_crop, config.ema),
         "distribution": job.distribution.describe(config.batch_size, config.lr),
         "speed": {**job.speed, "op_determinism": job.deterministic}, "environment": environment()})
     images, labels = splits.x_train, splits.y_train
@@ -390,6 +390,7 @@ def _local_copy(model):
 def _finish(job, model):
     """Writes the final model, the test metrics, the evaluation report and the curves; returns the metrics."""
     config, splits, folder = job.config, job.splits, job.folder
+    recipes.use_average(model)  # with --ema: the final model is the average
     save_model_atomic(model, folder.final_model)  # every process: saving a sharded model is collective
     if job.distribution.shard[1] > 1:
         model = _local_copy(model)

@@ -137,3 +137,27 @@ def test_ten_crop_and_pca_lighting_are_flags_the_recipe_defaults():
         (False, 0.0)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--pca-lighting", "-0.1"])
+
+
+def test_ema_averages_the_weights_and_only_use_average_puts_the_average_in_place():
+    """Keras's `fit` puts the average in place at the end of every call; a resumed epoch is a call of its own, so
+    training would go on from the average. Here it stays on the trained weights until `use_average`."""
+    config = TrainConfig(recipe="cpu", epochs=2, ema=0.25)
+    model = recipes.compile_model(alexnet(image_size=67, input_shape=(32, 32, 3)), config, steps_per_epoch=4)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(1 - 1 / (0.25 * 2 * 4))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (8, 32, 32, 3)).astype("uint8")
+    y = np.eye(10, dtype="float32")[rng.integers(0, 10, 8)]
+    for _ in range(2):  # two fit calls, as a mid-epoch resume makes
+        model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    trained = [w.copy() for w in model.get_weights()]
+    averages = [v.numpy() for v in model.optimizer._model_variables_moving_average]
+    assert not all(np.array_equal(v.numpy(), a) for v, a in zip(model.trainable_variables, averages))
+    recipes.use_average(model)
+    assert all(np.array_equal(v.numpy(), a) for v, a in zip(model.trainable_variables, averages))
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), trained))
+    plain = recipes.compile_model(alexnet(image_size=67), TrainConfig(recipe="cpu"), steps_per_epoch=4)
+    assert not plain.optimizer.use_ema and recipes.describe("cpu", 256, 0.05).get("weight_average") is None
+    assert "about the last 25% of the steps" in recipes.describe("cpu", 256, 0.05, ema=0.25)["weight_average"]
+    with pytest.raises(UsageError, match="--ema must be a fraction"):
+        TrainConfig(recipe="cpu", ema=1.5).validate()
