@@ -42,19 +42,24 @@ from alexnet.splits import Splits, splits_for
 log = logging.getLogger(__name__)
 
 
-def make_deterministic(seed, device):
+def make_deterministic(seed, device, jit=False):
     """Seeds Python, NumPy and the backend, and asks TensorFlow for deterministic ops on the CPU.
 
     Returns whether op determinism is on (TensorFlow on the CPU only: on GPUs it
     costs speed; on every backend the seeds still fix splits, shuffling,
-    initialization, augmentation and dropout).
+    initialization, augmentation and dropout). Not with XLA (`--jit`): Keras
+    does not compile a TensorFlow model with op determinism on, and would train
+    without XLA while the run says XLA on.
     """
     keras.utils.set_random_seed(seed)
-    if keras.backend.backend() == "tensorflow" and device == "cpu":
-        import tensorflow as tf  # TensorFlow backend only
+    if keras.backend.backend() != "tensorflow":
+        return False
+    from tensorflow.python.framework import config as tf_config  # TensorFlow backend only; `disable` is not public
 
-        tf.config.experimental.enable_op_determinism()
+    if device == "cpu" and not jit:
+        tf_config.enable_op_determinism()
         return True
+    tf_config.disable_op_determinism()  # an earlier run in this process (a notebook, the tests) may have set it
     return False
 
 
@@ -137,7 +142,7 @@ def _prepare(config, stored, interrupt):
     # A resumed run must not change backend or strategy with the environment: record what was resolved.
     config = dataclasses.replace(config, backend=keras.backend.backend(), strategy=distribution.strategy)
     keras.config.set_dtype_policy(speed["dtype_policy"])
-    deterministic = make_deterministic(config.seed, speed["device"])
+    deterministic = make_deterministic(config.seed, speed["device"], speed["jit"])
     splits = splits_for(config)
     global_batch = config.batch_size * distribution.replicas
     if global_batch > len(splits.x_train):

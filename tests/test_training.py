@@ -138,6 +138,22 @@ def test_same_seed_same_history_to_the_last_digit(cifar_slice, tmp_path):
     assert other != histories[0]
 
 
+def test_jit_on_tensorflow_s_cpu_compiles_with_xla(cifar_slice, tmp_path, monkeypatch):
+    """Keras does not compile with XLA while op determinism is on (and says so only in a warning): a run that
+    said XLA on trained without it. Now `--jit` turns op determinism off, also after an earlier run here set it."""
+    from alexnet import recipes
+
+    assert main(["train", "--data", str(cifar_slice), "--epochs", "1", "--run-dir", str(tmp_path / "a"), *TINY]) == 0
+    compiled, compile_model = [], recipes.compile_model
+    monkeypatch.setattr(recipes, "compile_model", lambda *a, **k: compiled.append(compile_model(*a, **k)) or compiled[-1])
+    assert main(["train", "--data", str(cifar_slice), "--epochs", "1", "--jit", "--run-dir", str(tmp_path / "b"),
+                 *TINY]) == 0
+    assert compiled[0].jit_compile is True
+    speed = json.loads((tmp_path / "b" / "config.json").read_text())["speed"]
+    assert (speed["jit"], speed["op_determinism"]) == (True, False)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["speed"]["op_determinism"] is True
+
+
 @pytest.fixture(scope="module")
 def finished_run(cifar_slice, tmp_path_factory):
     return _trained(cifar_slice, tmp_path_factory.mktemp("finished") / "run", epochs=1)
