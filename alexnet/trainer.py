@@ -260,6 +260,9 @@ def _build(job):
                             num_classes=len(splits.class_names), image_size=config.image_size,
                             augmentation=augmentation)
         recipes.compile_model(model, config, job.steps_per_epoch, jit=job.speed["jit"], lr=job.global_lr)
+        if job.speed["jit"] and not model.jit_compile:  # Keras said so only in a warning
+            console.note(log, "XLA is off after all: Keras cannot compile this model with it (on TensorFlow, the "
+                              "recipe's random translation has no XLA kernel); training without it")
         position = restore(model, job.state) if job.resumed else Position()
     if not job.resumed:
         if not console.quiet():

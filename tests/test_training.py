@@ -138,7 +138,7 @@ def test_same_seed_same_history_to_the_last_digit(cifar_slice, tmp_path):
     assert other != histories[0]
 
 
-def test_jit_on_tensorflow_s_cpu_compiles_with_xla(cifar_slice, tmp_path, monkeypatch):
+def test_jit_on_tensorflow_s_cpu_compiles_with_xla(cifar_slice, tmp_path, monkeypatch, capsys):
     """Keras does not compile with XLA while op determinism is on (and says so only in a warning): a run that
     said XLA on trained without it. Now `--jit` turns op determinism off, also after an earlier run here set it."""
     from alexnet import recipes
@@ -152,6 +152,10 @@ def test_jit_on_tensorflow_s_cpu_compiles_with_xla(cifar_slice, tmp_path, monkey
     speed = json.loads((tmp_path / "b" / "config.json").read_text())["speed"]
     assert (speed["jit"], speed["op_determinism"]) == (True, False)
     assert json.loads((tmp_path / "a" / "config.json").read_text())["speed"]["op_determinism"] is True
+    capsys.readouterr()
+    assert main(["train", "--data", str(cifar_slice), "--recipe", "cpu", "--epochs", "1", "--jit", "--run-dir",
+                 str(tmp_path / "c"), *TINY]) == 0  # TensorFlow's image transform (random shifts) has no XLA kernel
+    assert compiled[-1].jit_compile is False and "XLA is off after all" in "".join(capsys.readouterr())
 
 
 @pytest.fixture(scope="module")
