@@ -61,13 +61,12 @@ CONFIGS = {
                      ["--recipe", "cpu", "--epochs", "30"]),
     "cpu-all-23epochs": ("cpu recipe, 23 epochs on all 50,000 training images, no validation (about as many "
                          "images as cpu-26epochs)", ["--recipe", "cpu", "--epochs", "23", "--val-size", "0"]),
-    # Levers of issue 21 on the same machine: the weight average (--ema: the final model averages the weights over
-    # about the last fifth of the steps) and XLA on TensorFlow (1.05x the step in bench/peer.py --levers).
+    # A lever of issue 21 on the same machine: the weight average (--ema: the final model averages the weights over
+    # about the last fifth of the steps).
     "cpu-10min-ema": ("cpu recipe, 4 epochs, weight average over the last 20% of the steps",
                       ["--recipe", "cpu", "--epochs", "4", "--ema", "0.2"]),
     "cpu-30epochs-ema": ("cpu recipe, 30 epochs, weight average over the last 20% of the steps",
                          ["--recipe", "cpu", "--epochs", "30", "--ema", "0.2"]),
-    "cpu-10min-xla": ("cpu recipe, 4 epochs, XLA on (--jit)", ["--recipe", "cpu", "--epochs", "4", "--jit"]),
     "tutorial-67-10min": ("tutorial recipe at 67x67, 3 epochs (10-minute budget)",
                           ["--recipe", "tutorial", "--image-size", "67", "--epochs", "3"]),
     "cpu-99-10min": ("cpu recipe at 99x99, 2 epochs (10-minute budget)",
