@@ -10,7 +10,7 @@ import sys
 import threading
 
 from alexnet import console
-from alexnet.choices import BACKENDS
+from alexnet.settings.choices import BACKENDS
 from alexnet.errors import check_choice
 
 log = logging.getLogger(__name__)

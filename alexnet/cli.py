@@ -11,11 +11,11 @@ import sys
 import traceback
 
 from alexnet import __version__, console
-from alexnet.choices import BACKENDS, FORMATS, MODELS, STRATEGIES
-from alexnet.config import TrainConfig
+from alexnet.settings.choices import BACKENDS, FORMATS, MODELS, STRATEGIES
+from alexnet.settings.config import TrainConfig
 from alexnet.errors import AlexnetError, UsageError
-from alexnet.recipes import RECIPE_FIELDS, RECIPES
-from alexnet.splits import VAL_SIZE_RULE
+from alexnet.settings.recipes import RECIPE_FIELDS, RECIPES
+from alexnet.data.splits import VAL_SIZE_RULE
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def build_parser():
 
 
 def _train(args):
-    from alexnet.training import resume, train  # does not load Keras: train and resume choose the backend
+    from alexnet.training.start import resume, train  # does not load Keras: train and resume choose the backend
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "quiet")}
     run_dir = given.pop("resume", None)
@@ -231,9 +231,9 @@ def _train(args):
 
 
 def _evaluate(args):
-    from alexnet.evaluation import evaluate
+    from alexnet.results.evaluation import evaluate
 
-    from alexnet.report import summary_lines
+    from alexnet.results.report import summary_lines
     from alexnet.runs import REPORT_MD
 
     report = evaluate(args.target, data=args.data, batch_size=args.batch_size, limit_test=args.limit_test,
@@ -246,7 +246,7 @@ def _evaluate(args):
 def _predict(args):
     import json
 
-    from alexnet.prediction import predict
+    from alexnet.results.prediction import predict
 
     results = predict(args.target, args.images, top_k=args.top_k)
     if args.json:
@@ -261,7 +261,7 @@ def _predict(args):
 
 
 def _export(args):
-    from alexnet.exporting import export
+    from alexnet.results.exporting import export
 
     result = export(args.target, format=args.format, out=args.out, data=args.data, check_images=args.check_images)
     ties = f" ({result['ties']} disagreement(s) between classes tied within the tolerance)" if result["ties"] else ""
@@ -274,7 +274,7 @@ def _export(args):
 
 
 def _summary(args):
-    from alexnet.models import build_model
+    from alexnet.model.builders import build_model
 
     try:
         model = build_model(args.model, input_shape=(*args.input_size, 3), num_classes=args.num_classes,
@@ -290,7 +290,7 @@ def _samples(args):
     from pathlib import Path
 
     from alexnet.data import load_dataset
-    from alexnet.plots import sample_grid
+    from alexnet.results.plots import sample_grid
 
     folder = Path(args.out).parent
     if not folder.is_dir():  # before the data loads, which can take a while

@@ -132,7 +132,7 @@ class RunFolder:
 
     def settings(self, purpose="used as a run"):
         """The run's TrainConfig, from config.json."""
-        from alexnet.config import TrainConfig  # config reads recipes; runs is imported by everything
+        from alexnet.settings.config import TrainConfig  # config reads recipes; runs is imported by everything
 
         return TrainConfig.from_dict(self.read_config(purpose)["settings"])
 

@@ -49,12 +49,13 @@ import json, resource, sys, time
 started = time.perf_counter()
 import keras
 import numpy as np
-from alexnet import recipes, streaming
+from alexnet.pipeline import streams
+from alexnet.settings import recipes
 from alexnet.backend import speed_settings
-from alexnet.config import TrainConfig
-from alexnet.models import build_model
-from alexnet.pipeline import make_dataset
-from alexnet.splits import load_splits
+from alexnet.settings.config import TrainConfig
+from alexnet.model.builders import build_model
+from alexnet.pipeline.arrays import make_dataset
+from alexnet.data.splits import load_splits
 
 data, stream, steps = sys.argv[1], sys.argv[2] == "stream", int(sys.argv[3])
 keras.config.set_dtype_policy(speed_settings()["dtype_policy"])
@@ -65,9 +66,9 @@ model = build_model("alexnet", input_shape=(32, 32, 3), num_classes=10, image_si
                     augmentation=recipes.augmentation("cpu", 0))
 recipes.compile_model(model, config, steps_per_epoch=steps)
 if stream:
-    train = streaming.training_stream(splits.x_train, splits.y_train, 256, seed=0, first_epoch=0, epochs=1,
-                                      shard=(0, 1), transform=streaming.Transform((32, 32)), num_classes=10,
-                                      skips=streaming.SkippedFiles())
+    train = streams.training_stream(splits.x_train, splits.y_train, 256, seed=0, first_epoch=0, epochs=1,
+                                      shard=(0, 1), transform=streams.Transform((32, 32)), num_classes=10,
+                                      skips=streams.SkippedFiles())
 else:
     train = make_dataset(splits.x_train, splits.y_train, 256, shuffle=True, seed=0, num_classes=10)
 
@@ -91,19 +92,19 @@ print(json.dumps({"images": len(splits.x_train), "stream": stream, "load_seconds
 PIPELINE = r"""
 import json, os, sys, time
 import numpy as np
-from alexnet import streaming
+from alexnet.pipeline import streams
 from alexnet.data import FileIndex
 
 engine, root, batches, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), 64
 paths = sorted(os.fsencode(os.path.relpath(os.path.join(d, f), root)) for d, _, fs in os.walk(root) for f in fs)
 index = FileIndex(__import__("pathlib").Path(root), np.array(paths), (224, 224))
 if engine == "tf":
-    from alexnet import stream_tf as make
+    from alexnet.pipeline import tf_engine as make
 else:
-    from alexnet import stream_grain as make
+    from alexnet.pipeline import grain_engine as make
 stream = make.training_stream(index, np.zeros(len(paths), np.int64), batch, seed=0, first_epoch=0, epochs=1,
-                              shard=(0, 1), transform=streaming.Transform((224, 224), "random-resized", flip=True),
-                              num_classes=None, skips=streaming.SkippedFiles())
+                              shard=(0, 1), transform=streams.Transform((224, 224), "random-resized", flip=True),
+                              num_classes=None, skips=streams.SkippedFiles())
 iterator = iter(stream)
 next(iterator), next(iterator)  # warm-up: workers started, the first files read
 started = time.perf_counter()

@@ -35,9 +35,9 @@ def one(backend, steps, seed):
     keras = load_keras()
     import numpy as np
 
-    from alexnet import recipes
-    from alexnet.config import TrainConfig
-    from alexnet.models import build_model
+    from alexnet.settings import recipes
+    from alexnet.settings.config import TrainConfig
+    from alexnet.model.builders import build_model
 
     speed = speed_settings(None, None)
     keras.config.set_dtype_policy(speed["dtype_policy"])

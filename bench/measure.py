@@ -29,7 +29,7 @@ def peak_rss_mb():
 
 def training_split(data):
     """The 45,000 training images of the tutorial's split, as uint8 arrays."""
-    from alexnet.splits import load_splits
+    from alexnet.data.splits import load_splits
 
     splits = load_splits(str(data), val_size=5000, seed=0)
     return splits.x_train, splits.y_train
@@ -51,9 +51,9 @@ def setup_ours(args):
 
 
 def our_model(settings):
-    from alexnet.models import alexnet
-    from alexnet.recipes import compile_model
-    from alexnet.config import TrainConfig
+    from alexnet.model.builders import alexnet
+    from alexnet.settings.recipes import compile_model
+    from alexnet.settings.config import TrainConfig
 
     model = alexnet(image_size=SIZE)
     return compile_model(model, TrainConfig(), steps_per_epoch=1, jit=settings["jit"])
@@ -80,8 +80,8 @@ def pipeline(args):
     settings = setup_ours(args)
     import keras
 
-    from alexnet.models import alexnet
-    from alexnet.pipeline import make_dataset
+    from alexnet.model.builders import alexnet
+    from alexnet.pipeline.arrays import make_dataset
 
     model = alexnet(image_size=SIZE)
     head = keras.Model(model.input, model.get_layer("resize").output)  # the model's own preprocessing
@@ -123,7 +123,7 @@ def rss(args):
         next(iter(tutorial.train_pipeline(x, y, shuffle_buffer=args.shuffle_buffer)))
         return {"peak_rss_mb": peak_rss_mb(), "shuffle_buffer": args.shuffle_buffer, "train_images": len(x)}
     setup_ours(args)
-    from alexnet.pipeline import make_dataset
+    from alexnet.pipeline.arrays import make_dataset
 
     dataset = make_dataset(x, y, BATCH, shuffle=True, seed=0)
     next(iter(dataset)) if hasattr(dataset, "prefetch") else dataset[0]
@@ -142,7 +142,7 @@ def train(args):
         settings = {"dtype_policy": "float32", "jit": False}
     else:
         settings = setup_ours(args)
-        from alexnet.pipeline import make_dataset
+        from alexnet.pipeline.arrays import make_dataset
 
         model = our_model(settings)
         dataset = make_dataset(x, y, BATCH, shuffle=True, seed=0)

@@ -41,7 +41,7 @@ def training_flop(size, classes=CLASSES):
 
     Convolutions and dense layers only (normalization, pooling and the optimizer are a few percent).
     """
-    from alexnet.architecture import feature_map_size
+    from alexnet.model.architecture import feature_map_size
 
     side = lambda s, k, stride: (s - k) // stride + 1  # noqa: E731 (a valid convolution or pooling)
     s1 = side(size, 11, 4)
@@ -79,7 +79,7 @@ def torch_model(size, classes=CLASSES):
     from torch import nn
     import torch.nn.functional as F
 
-    from alexnet.architecture import feature_map_size
+    from alexnet.model.architecture import feature_map_size
 
     class TorchAlexNet(nn.Module):
         def __init__(self):
@@ -149,10 +149,10 @@ def our_step_function(backend, size, batch, seed, jit=None, mixed_precision=None
     keras = load_keras()
     import numpy as np
 
-    from alexnet import recipes
-    from alexnet.config import TrainConfig
-    from alexnet.models import build_model
-    from alexnet.trainer import make_deterministic
+    from alexnet.settings import recipes
+    from alexnet.settings.config import TrainConfig
+    from alexnet.model.builders import build_model
+    from alexnet.training.trainer import make_deterministic
 
     speed = speed_settings(jit if backend != "torch" else None, mixed_precision)
     if backend == "torch" and jit:

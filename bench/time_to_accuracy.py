@@ -178,10 +178,10 @@ def throughput(sizes, batch_size, seconds):
 import json, sys, time
 import numpy as np
 import keras
-from alexnet import recipes
+from alexnet.settings import recipes
 from alexnet.backend import speed_settings
-from alexnet.config import TrainConfig
-from alexnet.models import build_model
+from alexnet.settings.config import TrainConfig
+from alexnet.model.builders import build_model
 speed = speed_settings()
 keras.config.set_dtype_policy(speed["dtype_policy"])
 size = int(sys.argv[1])

@@ -34,10 +34,10 @@ def test_each_function_is_documented(name):
 
 
 def test_names_survive_their_modules_being_imported():
-    import alexnet.evaluation  # noqa: F401  (a module import sets an attribute on the package)
-    import alexnet.exporting  # noqa: F401
-    import alexnet.prediction  # noqa: F401
-    import alexnet.training  # noqa: F401
+    import alexnet.results.evaluation  # noqa: F401  (a module import sets an attribute on the package)
+    import alexnet.results.exporting  # noqa: F401
+    import alexnet.results.prediction  # noqa: F401
+    import alexnet.training.start  # noqa: F401
 
     for name in ("train", "resume", "evaluate", "predict", "export"):
         assert inspect.isfunction(getattr(alexnet, name)), name
@@ -57,7 +57,7 @@ def test_bad_arguments_are_usage_errors_that_are_also_value_errors(tmp_path):
 
 
 def test_load_splits_as_train_makes_them(cifar_slice, tmp_path, monkeypatch):
-    from alexnet import trainer
+    from alexnet.training import trainer
 
     made = []
     real = trainer.splits_for

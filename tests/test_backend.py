@@ -7,7 +7,7 @@ import keras
 import pytest
 
 from alexnet import backend
-from alexnet.callbacks import TimeEstimate
+from alexnet.training.logs import TimeEstimate
 
 
 @pytest.mark.parametrize("bf16", [True, False])
@@ -68,7 +68,7 @@ def test_backend_cannot_change_once_keras_runs(monkeypatch):
 @pytest.mark.parametrize("device,suggests", [("cpu", True), ("gpu", False)])
 def test_time_estimate_warns_about_a_long_cpu_run(monkeypatch, capsys, device, suggests):
     clock = iter(range(0, 100, 4))  # read after step 1 and step 3: 2 s a step
-    monkeypatch.setattr("alexnet.callbacks.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("alexnet.training.logs.time.perf_counter", lambda: next(clock))
     callback = TimeEstimate(epochs_left=50, device=device, warmup_steps=1, measured_steps=2)
     callback.set_params({"steps": 1000})
     for step in range(4):
@@ -148,7 +148,7 @@ def test_the_augmenting_recipes_compile_with_jit_on_jax():
     it: on JAX the fast and cpu recipes ran op by op (1.8x slower on a CPU, worse on a GPU)."""
     pytest.importorskip("jax")
     code = ("from alexnet.backend import select_backend; select_backend('jax'); "
-            "from alexnet import recipes; from alexnet.config import TrainConfig; from alexnet.models import build_model; "
+            "from alexnet.settings import recipes; from alexnet.settings.config import TrainConfig; from alexnet.model.builders import build_model; "
             "model = build_model('alexnet', (32, 32, 3), 10, 67, augmentation=recipes.augmentation('cpu', 0)); "
             "recipes.compile_model(model, TrainConfig(recipe='cpu'), 10, jit=True); print(model.jit_compile)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

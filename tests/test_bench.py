@@ -97,7 +97,7 @@ def test_replicated_folders_are_hard_links_to_the_source(tmp_path, monkeypatch):
 def test_the_peer_counts_the_flop_of_our_own_layers():
     import peer
 
-    from alexnet.models import alexnet
+    from alexnet.model.builders import alexnet
 
     for size in (67, 227):
         model = alexnet(image_size=size)
@@ -124,7 +124,7 @@ def test_the_hand_written_pytorch_loop_trains_the_same_network():
     import numpy as np
     import peer
 
-    from alexnet.models import alexnet
+    from alexnet.model.builders import alexnet
 
     for size in (67, 227):
         ours = sum(int(np_prod(w.shape)) for w in alexnet(image_size=size).trainable_weights)

@@ -308,8 +308,8 @@ def test_train_help_gives_each_recipes_defaults_and_the_validation_rule(capsys):
 
 
 def test_strategy_errors_name_only_what_runs():
-    from alexnet.choices import strategies_on
-    from alexnet.distribute import plan
+    from alexnet.settings.choices import strategies_on
+    from alexnet.training.distribute import plan
     from alexnet.errors import UsageError
 
     import keras

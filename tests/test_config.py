@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from alexnet import recipes
-from alexnet.config import TrainConfig
+from alexnet.settings import recipes
+from alexnet.settings.config import TrainConfig
 from alexnet.errors import UsageError
 
 
@@ -30,7 +30,7 @@ def test_validate_names_the_flag_and_the_value(settings, message):
 
 def test_validate_needs_no_keras():
     """The CLI validates before it chooses the backend: settings must not load Keras."""
-    code = ("import sys; from alexnet.config import TrainConfig; TrainConfig(image_size=67).validate(); "
+    code = ("import sys; from alexnet.settings.config import TrainConfig; TrainConfig(image_size=67).validate(); "
             "print('keras' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet import streaming
+from alexnet.pipeline import streams
 from alexnet.data import layouts, load_dataset
 from alexnet.errors import UsageError
 from imagenet_helpers import CLASSES, colour_class, make_mini_imagenet
@@ -68,9 +68,9 @@ def test_the_decoded_pixels_agree_with_the_labels(mini):
 
 
 def test_the_imagenet_recipe_streams_the_folder_it_would_fit_in_memory(mini):
-    from alexnet.config import TrainConfig
+    from alexnet.settings.config import TrainConfig
     from alexnet.data import FileIndex
-    from alexnet.splits import splits_for
+    from alexnet.data.splits import splits_for
 
     _, root, _ = mini
     splits = splits_for(TrainConfig(data=str(root), recipe="imagenet", val_size=6))
@@ -147,18 +147,18 @@ ODDITIES = {"cmyk": "n01443537/n01443537_1.JPEG", "gray": "n04592741/n04592741_2
 
 def _decoders():
     from alexnet.data import decode_image
-    from alexnet.stream_grain import decode_transformed
+    from alexnet.pipeline.grain_engine import decode_transformed
 
-    transform = streaming.Transform((32, 32), "center")
+    transform = streams.Transform((32, 32), "center")
     found = {"PIL (in memory)": lambda path: decode_image(path, (32, 32)),
              "Grain (PIL)": lambda path: decode_transformed(path, transform)}
     try:
         import tensorflow as tf
 
-        from alexnet import stream_tf
+        from alexnet.pipeline import tf_engine
     except ImportError:
         return found
-    found["tf.data"] = lambda path: stream_tf._decode(tf.io.read_file(str(path)), transform,
+    found["tf.data"] = lambda path: tf_engine._decode(tf.io.read_file(str(path)), transform,
                                                       tf.constant([0, 0], tf.int64)).numpy()
     return found
 

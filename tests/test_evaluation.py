@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from alexnet import evaluation
+from alexnet.results import evaluation
 from alexnet.errors import UsageError
 from alexnet.runs import RunFolder, resolve_target
 

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from alexnet import exporting as export_module
+from alexnet.results import exporting as export_module
 from alexnet.cli import main
 from alexnet.errors import AlexnetError, UsageError
 
@@ -36,7 +36,7 @@ def _a_format_this_backend_exports():
 
 
 def _keras_probabilities(run_dir, images):
-    from alexnet.evaluation import load_model
+    from alexnet.results.evaluation import load_model
 
     return np.asarray(load_model(run_dir / "model.keras").predict(images, verbose=0))
 
@@ -100,7 +100,7 @@ def test_export_is_equal_in_the_runtime_that_serves_it(runs, fmt, run, cifar_sli
 
 
 def test_the_exported_copy_is_float32_without_augmentation(runs):
-    from alexnet.evaluation import load_model
+    from alexnet.results.evaluation import load_model
 
     model = load_model(runs["fast-lrn-mixed"] / "model.keras")
     assert model.get_layer("conv3").dtype_policy.name == "mixed_bfloat16"

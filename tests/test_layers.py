@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet.layers import LocalResponseNormalization, PerImageStandardization
+from alexnet.model.layers import LocalResponseNormalization, PerImageStandardization
 
 
 @pytest.mark.parametrize("shape", [(4, 32, 32, 3), (2, 7, 5, 1)])
@@ -48,7 +48,7 @@ def test_layers_survive_save_and_load(tmp_path):
 def test_resize_equals_keras_resizing():
     import keras
 
-    from alexnet.layers import Resize
+    from alexnet.model.layers import Resize
 
     images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
     ours = np.asarray(Resize(67, 67)(images))
@@ -58,7 +58,7 @@ def test_resize_equals_keras_resizing():
 
 
 def test_augment_acts_in_training_only_and_round_trips():
-    from alexnet.layers import Augment
+    from alexnet.model.layers import Augment
 
     images = np.random.default_rng(0).normal(size=(16, 32, 32, 3)).astype("float32")
     layer = Augment(1 / 8, True, seed=3)
@@ -70,7 +70,7 @@ def test_augment_acts_in_training_only_and_round_trips():
 
 
 def test_ten_crop_takes_the_four_corners_the_centre_and_their_mirrors():
-    from alexnet.layers import TenCrop
+    from alexnet.model.layers import TenCrop
 
     images = np.random.default_rng(4).integers(0, 256, size=(2, 9, 11, 3), dtype=np.uint8)
     crops = np.asarray(TenCrop((5, 6))(images))
@@ -85,14 +85,14 @@ def test_ten_crop_takes_the_four_corners_the_centre_and_their_mirrors():
 
 
 def test_mean_over_crops_averages_each_images_rows():
-    from alexnet.layers import MeanOverCrops
+    from alexnet.model.layers import MeanOverCrops
 
     x = np.arange(2 * 10 * 3, dtype="float32").reshape(20, 3)
     np.testing.assert_allclose(np.asarray(MeanOverCrops(10)(x)), x.reshape(2, 10, 3).mean(axis=1))
 
 
 def test_colour_basis_is_the_eigendecomposition_of_the_standardized_pixels_covariance():
-    from alexnet.layers import colour_basis
+    from alexnet.model.layers import colour_basis
 
     rng = np.random.default_rng(5)
     images = rng.integers(0, 256, size=(6, 8, 8, 3), dtype=np.uint8)
@@ -104,7 +104,7 @@ def test_colour_basis_is_the_eigendecomposition_of_the_standardized_pixels_covar
 
 
 def test_pca_lighting_adds_one_colour_offset_per_image_in_training_only():
-    from alexnet.layers import Augment
+    from alexnet.model.layers import Augment
 
     values, vectors = [0.5, 0.2, 0.01], np.linalg.qr(np.random.default_rng(6).normal(size=(3, 3)))[0].tolist()
     layer = Augment(lighting=0.1, eigenvalues=values, eigenvectors=vectors, seed=2)

@@ -66,7 +66,7 @@ def _exports_onnx():
     import importlib.util
     import os
 
-    from alexnet.choices import FORMATS
+    from alexnet.settings.choices import FORMATS
 
     backend = (os.environ.get("KERAS_BACKEND") or "tensorflow")
     needed = ["onnxruntime"] + (["tf2onnx", "onnx"] if backend != "torch" else [])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from alexnet import order
+from alexnet.pipeline import order
 
 
 @pytest.mark.parametrize("n,global_batch,processes", [(100, 10, 1), (100, 12, 2), (1003, 64, 4), (64, 64, 2)])

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet import order
-from alexnet.pipeline import ArrayBatches, make_dataset, training_batches
+from alexnet.pipeline import order
+from alexnet.pipeline.arrays import ArrayBatches, make_dataset, training_batches
 
 
 def _data(n=10):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from alexnet.errors import UsageError
-from alexnet.prediction import class_names_for, predict
+from alexnet.results.prediction import class_names_for, predict
 from alexnet.runs import resolve_target
 
 

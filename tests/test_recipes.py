@@ -4,11 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet import recipes
+from alexnet.settings import recipes
 from alexnet.cli import main
-from alexnet.config import TrainConfig
+from alexnet.settings.config import TrainConfig
 from alexnet.errors import UsageError
-from alexnet.models import alexnet
+from alexnet.model.builders import alexnet
 
 
 @pytest.mark.parametrize("given,expected", [

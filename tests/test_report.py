@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet.report import classification_metrics, summary_lines, tta_probabilities, write_report
+from alexnet.results.report import classification_metrics, summary_lines, tta_probabilities, write_report
 from alexnet.runs import metrics_from_report
 
 
@@ -34,7 +34,7 @@ def test_top5_with_ten_classes():
 
 
 def test_test_time_augmentation_averages_an_image_and_its_mirror():
-    from alexnet.report import predict_probabilities
+    from alexnet.results.report import predict_probabilities
 
     # A model that is not mirror-symmetric: softmax over the first row's 4 pixels (channel 0).
     inputs = keras.Input((4, 4, 3), dtype="uint8")
@@ -75,8 +75,8 @@ def test_top_k_is_named_and_never_null_whatever_the_number_of_classes(classes, k
 
 
 def test_ten_crop_equals_the_mean_of_the_ten_crops_computed_by_hand():
-    from alexnet.models import alexnet
-    from alexnet.report import ten_crop_probabilities
+    from alexnet.model.builders import alexnet
+    from alexnet.results.report import ten_crop_probabilities
 
     model = alexnet(input_shape=(40, 40, 3), num_classes=4, image_size=67)
     image = np.random.default_rng(8).integers(0, 256, size=(1, 40, 40, 3), dtype=np.uint8)
@@ -92,7 +92,7 @@ def test_ten_crop_equals_the_mean_of_the_ten_crops_computed_by_hand():
 
 
 def test_many_classes_show_the_most_frequent_confusions_not_the_matrix(tmp_path):
-    from alexnet.report import confusion_figure, top_confusions
+    from alexnet.results.report import confusion_figure, top_confusions
 
     names = [f"class {i}" for i in range(30)]
     confusion = np.eye(30, dtype=int) * 5
@@ -105,12 +105,13 @@ def test_many_classes_show_the_most_frequent_confusions_not_the_matrix(tmp_path)
 
 def test_ten_crop_of_a_streamed_split_crops_the_central_square_the_centre_crop_comes_from(monkeypatch):
     """As the paper: 224 crops of the 256x256 centre; here 67 crops of the round(67 / 0.875) = 77 square."""
-    from alexnet import report, streaming
+    from alexnet.pipeline import streams
+    from alexnet.results import report
     from alexnet.data import FileIndex
-    from alexnet.models import alexnet
+    from alexnet.model.builders import alexnet
 
     index = FileIndex(".", np.array([b"a.jpg"]), (67, 67))
-    images = report.StreamedImages(index, streaming.Transform((67, 67), "center"))
+    images = report.StreamedImages(index, streams.Transform((67, 67), "center"))
     seen = {}
 
     def fake_predict(model, streamed, batch_size):
@@ -119,5 +120,5 @@ def test_ten_crop_of_a_streamed_split_crops_the_central_square_the_centre_crop_c
 
     monkeypatch.setattr(report, "predict_probabilities", fake_predict)
     report.ten_crop_probabilities(alexnet(input_shape=(67, 67, 3), num_classes=3, image_size=67), images)
-    assert seen["transform"] == streaming.Transform((77, 77), "center", center=1.0)
+    assert seen["transform"] == streams.Transform((77, 77), "center", center=1.0)
     assert seen["input_shape"] == (None, 77, 77, 3) and seen["crop"] == (67, 67)

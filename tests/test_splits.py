@@ -3,7 +3,7 @@ import pytest
 
 from alexnet.data import Dataset
 from alexnet.errors import AlexnetError, UsageError
-from alexnet.splits import make_splits, resolve_val_size
+from alexnet.data.splits import make_splits, resolve_val_size
 
 
 def _dataset(n_train=200, n_test=50, seed=0):

@@ -23,7 +23,7 @@ def _epochs(run_dir):
 def test_a_streamed_run_trains_resumes_evaluates_predicts_and_exports(cifar_slice, tmp_path, capsys):
     import keras
 
-    from alexnet.choices import FORMATS
+    from alexnet.settings.choices import FORMATS
 
     run_dir = tmp_path / "run"
     assert main(["train", "--data", str(cifar_slice), "--epochs", "2", *TINY, "--run-dir", str(run_dir)]) == 0

@@ -1,4 +1,4 @@
-"""Streaming files: both engines (tf.data and Grain) read what alexnet.order says, skip what fails, crop as told."""
+"""Streaming files: both engines (tf.data and Grain) read what alexnet.pipeline.order says, skip what fails, crop as told."""
 
 import importlib.util
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet import order, streaming
+from alexnet.pipeline import order, streams
 from alexnet.data import FileIndex
 from alexnet.errors import AlexnetError
 
@@ -24,12 +24,12 @@ def _engine(name):
     if importlib.util.find_spec("tensorflow" if name == "tf" else "grain") is None:
         pytest.skip(f"{name} is not installed")
     if name == "tf":
-        from alexnet import stream_tf
+        from alexnet.pipeline import tf_engine
 
-        return stream_tf
-    from alexnet import stream_grain
+        return tf_engine
+    from alexnet.pipeline import grain_engine
 
-    return stream_grain
+    return grain_engine
 
 
 def _folder(root, count=37, size=(30, 40)):
@@ -63,7 +63,7 @@ def test_two_processes_read_each_file_once_per_epoch(engine, tmp_path):
     for process in (0, 1):
         stream = _engine(engine).training_stream(
             index, np.arange(n), global_batch, seed=3, first_epoch=0, epochs=2, shard=(process, 2),
-            transform=streaming.Transform((16, 16)), num_classes=None, skips=streaming.SkippedFiles())
+            transform=streams.Transform((16, 16)), num_classes=None, skips=streams.SkippedFiles())
         labels, weights = _read(stream, 2 * steps)  # the labels are the rows: what this process read
         assert weights.tolist() == [1.0] * len(weights)
         read[process] = labels.reshape(2, -1)
@@ -78,8 +78,8 @@ def test_two_processes_read_each_file_once_per_epoch(engine, tmp_path):
 def test_evaluation_reads_every_file_once_with_the_padding_weighted_0(engine, tmp_path):
     index = _folder(tmp_path, count=11)
     stream = _engine(engine).evaluation_stream(index, np.arange(11) % 3, 4, shard=(0, 1), replicas=2,
-                                               transform=streaming.Transform((16, 16)), num_classes=3,
-                                               skips=streaming.SkippedFiles())
+                                               transform=streams.Transform((16, 16)), num_classes=3,
+                                               skips=streams.SkippedFiles())
     labels, weights = _read(stream, order.evaluation_steps(11, 4, 2))
     assert weights.tolist() == [1.0] * 11 + [0.0]  # 11 files, padded to 12 for 2 replicas
     assert labels.shape == (12, 3)  # one-hot
@@ -90,9 +90,9 @@ def test_a_file_broken_or_deleted_mid_run_is_named_counted_and_skipped(engine, t
     index = _folder(tmp_path, count=24)
     (tmp_path / os.fsdecode(index.paths[4])).write_bytes(b"\xff\xd8\xff not a jpeg after all")
     (tmp_path / os.fsdecode(index.paths[9])).unlink()  # deleted after the listing
-    skips = streaming.SkippedFiles()
+    skips = streams.SkippedFiles()
     stream = _engine(engine).training_stream(index, np.arange(24), 8, seed=0, first_epoch=0, epochs=1, shard=(0, 1),
-                                             transform=streaming.Transform((16, 16)), num_classes=None, skips=skips)
+                                             transform=streams.Transform((16, 16)), num_classes=None, skips=skips)
     labels, weights = _read(stream, order.steps_per_epoch(24, 8) + 1)  # into the slack epoch
     err = capsys.readouterr().err
     assert skips.counts[0] == 2 and skips.rows[0] == {4, 9}
@@ -105,13 +105,13 @@ def test_a_file_broken_or_deleted_mid_run_is_named_counted_and_skipped(engine, t
 def test_strict_makes_an_unreadable_file_an_error_that_names_it(engine, tmp_path):
     index = _folder(tmp_path, count=8)
     (tmp_path / os.fsdecode(index.paths[2])).write_bytes(b"")
-    stream = _engine(engine).evaluation_stream(index, np.arange(8), 8, shard=(0, 1), transform=streaming.Transform(
-        (16, 16)), num_classes=None, skips=streaming.SkippedFiles(strict=True))
+    stream = _engine(engine).evaluation_stream(index, np.arange(8), 8, shard=(0, 1), transform=streams.Transform(
+        (16, 16)), num_classes=None, skips=streams.SkippedFiles(strict=True))
     with pytest.raises(Exception) as caught:
         _read(stream, 1)
-    assert streaming.STRICT_MARK in str(caught.value) and str(index.path(2)) in str(caught.value)
-    message = streaming.strict_message(str(caught.value))
-    assert message.startswith(f"cannot read {index.path(2)}") and message.endswith(streaming.STRICT_MARK)
+    assert streams.STRICT_MARK in str(caught.value) and str(index.path(2)) in str(caught.value)
+    message = streams.strict_message(str(caught.value))
+    assert message.startswith(f"cannot read {index.path(2)}") and message.endswith(streams.STRICT_MARK)
     if engine == "grain":
         assert isinstance(caught.value, AlexnetError)
 
@@ -120,14 +120,14 @@ def test_strict_makes_an_unreadable_file_an_error_that_names_it(engine, tmp_path
 @pytest.mark.parametrize("crop", ["random-resized", "center"])
 def test_crops_give_the_models_input_size(engine, crop, tmp_path):
     index = _folder(tmp_path, count=6, size=(120, 90))
-    transform = streaming.Transform((32, 32), crop, flip=crop == "random-resized")
+    transform = streams.Transform((32, 32), crop, flip=crop == "random-resized")
     make = _engine(engine)
     if crop == "center":
         stream = make.evaluation_stream(index, np.arange(6), 3, shard=(0, 1), transform=transform, num_classes=None,
-                                        skips=streaming.SkippedFiles())
+                                        skips=streams.SkippedFiles())
     else:
         stream = make.training_stream(index, np.arange(6), 3, seed=1, first_epoch=0, epochs=1, shard=(0, 1),
-                                      transform=transform, num_classes=None, skips=streaming.SkippedFiles())
+                                      transform=transform, num_classes=None, skips=streams.SkippedFiles())
     images, _, _ = next(iter(stream))
     assert np.asarray(images).shape == (3, 32, 32, 3) and np.asarray(images).dtype == np.uint8
 
@@ -135,21 +135,21 @@ def test_crops_give_the_models_input_size(engine, crop, tmp_path):
 def test_both_engines_take_the_same_centre_crop(tmp_path):
     """The evaluation crop is a fixed rule, so tf.data and PIL agree up to their resampling filters."""
     _engine("tf")
-    from alexnet.stream_grain import decode_transformed
+    from alexnet.pipeline.grain_engine import decode_transformed
 
     index = _folder(tmp_path, count=3, size=(90, 120))
-    transform = streaming.Transform((24, 24), "center")
+    transform = streams.Transform((24, 24), "center")
     stream = _engine("tf").evaluation_stream(index, np.arange(3), 3, shard=(0, 1), transform=transform,
-                                             num_classes=None, skips=streaming.SkippedFiles())
+                                             num_classes=None, skips=streams.SkippedFiles())
     from_tf = np.asarray(next(iter(stream))[0], np.float64)
     from_pil = np.stack([decode_transformed(index.path(i), transform) for i in range(3)]).astype(np.float64)
     assert np.abs(from_tf - from_pil).mean() < 12  # the same region (a shifted crop of noise differs by ~85)
-    mirrored = decode_transformed(index.path(0), streaming.Transform((24, 24), "center", mirror=True))
+    mirrored = decode_transformed(index.path(0), streams.Transform((24, 24), "center", mirror=True))
     np.testing.assert_array_equal(mirrored, from_pil[0, :, ::-1].astype(np.uint8))
 
 
 def test_random_resized_boxes_keep_to_the_area_and_ratio():
-    from alexnet.stream_grain import center_box, random_resized_box
+    from alexnet.pipeline.grain_engine import center_box, random_resized_box
 
     rng = np.random.default_rng(0)
     for _ in range(500):
@@ -167,11 +167,11 @@ def test_random_resized_boxes_keep_to_the_area_and_ratio():
 def test_a_mid_epoch_resume_reads_the_rows_an_uninterrupted_stream_reads_next(engine, tmp_path):
     index = _folder(tmp_path, count=24)
     make = _engine(engine)
-    common = dict(seed=5, epochs=2, shard=(0, 1), transform=streaming.Transform((16, 16)), num_classes=None)
+    common = dict(seed=5, epochs=2, shard=(0, 1), transform=streams.Transform((16, 16)), num_classes=None)
 
     def labels(first_epoch, first_step, batches):
         stream = make.training_stream(index, np.arange(24), 4, first_epoch=first_epoch, first_step=first_step,
-                                      skips=streaming.SkippedFiles(), **common)
+                                      skips=streams.SkippedFiles(), **common)
         return _read(stream, batches)[0].tolist()
 
     whole = labels(0, 0, 12)  # two epochs of 6 steps

@@ -14,7 +14,7 @@ import pytest
 from helpers import event_steps
 
 from alexnet.cli import main
-from alexnet.evaluation import load_model
+from alexnet.results.evaluation import load_model
 
 TINY = ["--limit-train", "96", "--val-size", "32", "--limit-test", "32", "--image-size", "67", "--batch-size", "32"]
 
@@ -103,7 +103,7 @@ def test_a_stop_signal_after_the_last_epoch_leaves_the_report_to_the_resume(cifa
     long (ImageNet's 10-crop test); the resume writes it. Before, the run said it would stop, then did not."""
     import os
 
-    from alexnet import trainer
+    from alexnet.training import trainer
 
     run_dir, written = tmp_path / "run", trainer.save_model_atomic
 
@@ -141,7 +141,7 @@ def test_same_seed_same_history_to_the_last_digit(cifar_slice, tmp_path):
 def test_jit_on_tensorflow_s_cpu_compiles_with_xla(cifar_slice, tmp_path, monkeypatch, capsys):
     """Keras does not compile with XLA while op determinism is on (and says so only in a warning): a run that
     said XLA on trained without it. Now `--jit` turns op determinism off, also after an earlier run here set it."""
-    from alexnet import recipes
+    from alexnet.settings import recipes
 
     assert main(["train", "--data", str(cifar_slice), "--epochs", "1", "--run-dir", str(tmp_path / "a"), *TINY]) == 0
     compiled, compile_model = [], recipes.compile_model
@@ -242,7 +242,7 @@ def test_resume_with_a_damaged_config_names_the_file(finished_run, tmp_path, cap
     ({"loss": 9e9, "val_loss": 2.5}, None), ({"loss": float("nan")}, "training"), ({"loss": 2.5}, None)])
 def test_a_diverged_run_is_named(capsys, last_epoch, warned):
     """By its validation loss, or without validation (--val-size 0) by its training loss."""
-    from alexnet.trainer import _warn_if_diverged
+    from alexnet.training.trainer import _warn_if_diverged
 
     _warn_if_diverged(last_epoch, classes=10, lr=0.5)
     err = capsys.readouterr().err

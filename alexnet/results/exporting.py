@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from alexnet import console
-from alexnet.choices import FORMATS, MODELS
+from alexnet.settings.choices import FORMATS, MODELS
 from alexnet.errors import AlexnetError, UsageError, check_choice
-from alexnet.evaluation import load_model, test_split
+from alexnet.results.evaluation import load_model, test_split
 from alexnet.runs import resolve_target
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def inference_copy(model):
     """
     import keras
 
-    from alexnet.models import build_model
+    from alexnet.model.builders import build_model
 
     name = model.name.replace("_", "-")
     if name not in MODELS:
@@ -182,7 +182,7 @@ def check_set(model, run, data, count):
     images = test_split(model, run, data, limit_test=count)[0]
     if isinstance(images, np.ndarray):
         return images
-    from alexnet.streaming import decoded  # a streamed test split: its first files, decoded
+    from alexnet.pipeline.streams import decoded  # a streamed test split: its first files, decoded
 
     return decoded(images.index, range(min(count, len(images))), images.transform)
 

@@ -1,6 +1,6 @@
 """Streaming on the TensorFlow backend: a tf.data pipeline that reads, decodes and crops in the graph.
 
-The rows each process reads come from `alexnet.order` (computed once an epoch);
+The rows each process reads come from `alexnet.pipeline.order` (computed once an epoch);
 each file is read with `tf.io.read_file` and decoded at its crop
 (`decode_and_crop_jpeg` for JPEGs, the other formats decoded whole), in a
 parallel map: no Python runs per image. A file that cannot be read or decoded
@@ -13,11 +13,11 @@ import itertools
 import numpy as np
 import tensorflow as tf
 
-from alexnet import order
+from alexnet.pipeline import order
 
 
 def _decode(contents, transform, seed):
-    """A file's bytes -> uint8 (height, width, 3), transformed (`streaming.Transform`); seed: stateless, shape (2,)."""
+    """A file's bytes -> uint8 (height, width, 3), transformed (`streams.Transform`); seed: stateless, shape (2,)."""
     size = tf.constant(transform.size, tf.int32)
     crop_window = _window(contents, transform, seed)
     image = tf.cond(tf.io.is_jpeg(contents),
@@ -132,7 +132,7 @@ def _stream(index, labels, batch, transform, seed, num_classes, skips, epochs, r
 
 def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, shard, transform, num_classes, skips,
                     first_step=0):
-    """See `streaming.training_stream`."""
+    """See `streams.training_stream`."""
     n, done = len(index), first_step * (global_batch // shard[1])  # rows this process read before a mid-epoch stop
 
     def rows_of(epoch):
@@ -145,7 +145,7 @@ def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, s
 
 
 def evaluation_stream(index, labels, global_batch, *, shard, transform, num_classes, skips, replicas=1):
-    """See `streaming.evaluation_stream`."""
+    """See `streams.evaluation_stream`."""
     n = len(index)
     return _stream(index, labels, global_batch // shard[1], transform, 0, num_classes, skips, [-1],
                    lambda epoch: order.evaluation_rows(n, global_batch, shard, replicas))

@@ -12,9 +12,9 @@ the same raw images as training did.
 import keras
 from keras import layers
 
-from alexnet.architecture import VARIANTS, feature_map_size, min_image_size
+from alexnet.model.architecture import VARIANTS, feature_map_size, min_image_size
 from alexnet.errors import UsageError
-from alexnet.layers import LocalResponseNormalization, PerImageStandardization, Resize
+from alexnet.model.layers import LocalResponseNormalization, PerImageStandardization, Resize
 
 def _check_args(input_shape, num_classes, image_size):
     if len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):

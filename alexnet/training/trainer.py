@@ -1,6 +1,6 @@
 """The work of a training run, top to bottom: data -> splits -> model -> fit -> test -> the run folder.
 
-Imported by `alexnet.training` once the Keras backend is chosen. `run(config, resume)` reads
+Imported by `alexnet.training.start` once the Keras backend is chosen. `run(config, resume)` reads
 in the order things happen:
 
 1. `_prepare`: the hardware's speed settings, the distribution plan, seeds, the data and its
@@ -22,22 +22,28 @@ import keras
 
 import numpy as np
 
-from alexnet import console, layers, order, plots, recipes, streaming
+from alexnet import console
+from alexnet.model import layers
+from alexnet.pipeline import order, streams
+from alexnet.results import plots
+from alexnet.settings import recipes
 from alexnet.backend import speed_settings
-from alexnet.callbacks import (TEST_EACH_EPOCH_COLUMNS, TOP5_COLUMNS, Checkpoints, DeferredInterrupt, EpochLog,
-                               Position, RestoreMetrics, SkippedFileCount, StepCheckpoints, StopOnInterrupt,
-                               TestEachEpoch, TimeEstimate, best_val_accuracy, in_order, restore, trim_logs)
-from alexnet.config import TrainConfig
+from alexnet.training.checkpoints import (Checkpoints, Position, RestoreMetrics, StepCheckpoints, best_val_accuracy,
+                                          restore)
+from alexnet.training.logs import (TEST_EACH_EPOCH_COLUMNS, TOP5_COLUMNS, EpochLog, SkippedFileCount, TestEachEpoch,
+                                   TimeEstimate, trim_logs)
+from alexnet.training.stopping import DeferredInterrupt, StopOnInterrupt
+from alexnet.settings.config import TrainConfig
 from alexnet.data import FileIndex
-from alexnet.distribute import Plan, initialize_processes, plan
-from alexnet.environment import environment
+from alexnet.training.distribute import Plan, initialize_processes, plan
+from alexnet.training.environment import environment
 from alexnet.errors import AlexnetError, Interrupted, UsageError
 from alexnet.files import save_model_atomic
-from alexnet.feeding import fit_data
-from alexnet.models import build_model
-from alexnet.report import StreamedImages, summary_lines, write_report
+from alexnet.pipeline.feed import fit_data
+from alexnet.model.builders import build_model
+from alexnet.results.report import StreamedImages, summary_lines, write_report
 from alexnet.runs import REPORT_MD, RunFolder, metrics_from_report
-from alexnet.splits import Splits, splits_for
+from alexnet.data.splits import Splits, splits_for
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +82,7 @@ class Job:
     state: RunFolder  # the run folder whose checkpoints this process resumes from
     stored: Optional[dict]  # a resumed run's config.json; None for a new run
     interrupt: DeferredInterrupt  # Ctrl-C, recorded; acted on at safe points
-    skips: streaming.SkippedFiles  # streamed files that could not be read, by epoch
+    skips: streams.SkippedFiles  # streamed files that could not be read, by epoch
 
     @property
     def resumed(self):
@@ -87,15 +93,15 @@ class Job:
         return isinstance(self.splits.x_train, FileIndex)
 
     @property
-    def transforms(self):  # (training, evaluation) streaming.Transform of a streamed run
-        return streaming.transforms(recipes.get(self.config.recipe), self.splits.x_train.size, self.config.image_size)
+    def transforms(self):  # (training, evaluation) streams.Transform of a streamed run
+        return streams.transforms(recipes.get(self.config.recipe), self.splits.x_train.size, self.config.image_size)
 
     @property
     def input_shape(self):  # what the model takes: the stored images, or the pipeline's crops
         return (*self.transforms[0].size, 3) if self.streamed else tuple(self.splits.x_train.shape[1:])
 
     @property
-    def steps_per_epoch(self):  # a stream reads whole global batches (alexnet.order); arrays end with a short one
+    def steps_per_epoch(self):  # a stream reads whole global batches (alexnet.pipeline.order); arrays end with a short one
         if self.streamed:
             return order.steps_per_epoch(len(self.splits.x_train), self.global_batch)
         return recipes.steps_per_epoch(len(self.splits.x_train), self.global_batch)
@@ -159,7 +165,7 @@ def _prepare(config, stored, interrupt):
     else:
         folder = state = RunFolder.create(config.run_dir, config.model, overwrite=config.overwrite)
     job = Job(config, speed, distribution, deterministic, splits, folder, state, stored, interrupt,
-              streaming.SkippedFiles(config.strict))
+              streams.SkippedFiles(config.strict))
     if distribution.is_chief and stored is None:
         try:
             _write_new_run(job)
@@ -195,7 +201,7 @@ def _write_new_run(job):
     images, labels = splits.x_train, splits.y_train
     if job.streamed:  # a few files decoded for the picture
         rows = np.sort(np.random.default_rng(config.seed).choice(len(images), min(20, len(images)), replace=False))
-        images, labels = streaming.decoded(images, rows, job.transforms[1]), labels[rows]
+        images, labels = streams.decoded(images, rows, job.transforms[1]), labels[rows]
     plots.sample_grid(images, labels, splits.class_names, job.folder.samples_file, seed=config.seed)
 
 
@@ -291,7 +297,7 @@ def _colour_basis(job, count=256):
 
 def _decoded_or_none(index, row, transform):
     try:
-        return streaming.decoded(index, [row], transform)[0]
+        return streams.decoded(index, [row], transform)[0]
     except Exception:  # PIL and the OS raise many types; training skips (and names) such files itself
         return None
 
@@ -313,41 +319,56 @@ def _fit(job, model, position):
     """Trains from `position` to the last epoch: a resumed epoch's remaining steps first, as a fit of their own."""
     start = position.epoch + bool(position.step)
     if position.step:
-        _fit_epochs(job, model, position.epoch, position.epoch + 1, position.step, position.metrics)
+        _fit_epochs(job, model, position, position.epoch + 1)
     if start < job.config.epochs:
-        _fit_epochs(job, model, start, job.config.epochs)
+        _fit_epochs(job, model, Position(start), job.config.epochs)
 
 
-def _fit_epochs(job, model, first, last, first_step=0, metrics=None):
-    """`model.fit` over epochs first..last-1, the first from step `first_step` on, with the epoch's metric sums so
-    far (`metrics`) put back as it begins."""
-    config, splits = job.config, job.splits
-    train_data, val_data, test_data, extra = fit_data(job, first, last, first_step)
-    # Every process saves (others into their own temporary folder): with several JAX processes, saving
-    # reads sharded arrays and takes all processes at once, so all must decide alike when to save
-    # best.keras, from the same (the chief's) state.
+def fit_callbacks(job, start, validation, test_data):
+    """The callbacks of a fit from `start` (a `Position`), in the order their work needs.
+
+    The order is the contract: what adds to an epoch's logs (TestEachEpoch) runs before what writes them
+    (EpochLog); the epoch is logged before it is checkpointed; a step's checkpoint is saved before
+    StopOnInterrupt, last, stops the run, so that a stop always lands after a complete checkpoint.
+    Every process saves (others into their own temporary folder): with several JAX processes, saving reads
+    sharded arrays and takes all processes at once, so all must decide alike when to save best.keras, from
+    the same (the chief's) state.
+    """
+    config, splits, processes = job.config, job.splits, job.distribution.shard[1]
     columns = (TOP5_COLUMNS if len(splits.class_names) > recipes.TOP5_ABOVE else ()) + \
         (TEST_EACH_EPOCH_COLUMNS if config.test_each_epoch else ())
-    share = 1 - first_step / job.steps_per_epoch  # of the first epoch's images that this fit trains on
-    processes = job.distribution.shard[1]
-    callbacks = [EpochLog(job.folder, len(splits.x_train), columns, first_share=share, validation=val_data is not None),
-                 Checkpoints(job.folder, best_val_accuracy(job.state)), keras.callbacks.TerminateOnNaN(),
-                 TimeEstimate(config.epochs - first, job.speed["device"]),
-                 StepCheckpoints(job.folder, config.checkpoint_every, job.interrupt, processes, first_step),
-                 StopOnInterrupt(job.interrupt, processes), SkippedFileCount(job.skips), RestoreMetrics(metrics)]
-    if config.test_each_epoch:  # benchmarks only
-        callbacks.append(TestEachEpoch(test_data, order.evaluation_steps(
-            len(splits.x_test), job.global_batch, job.distribution.replicas) if job.streamed else None))
+    share = 1 - start.step / job.steps_per_epoch  # of the first epoch's images that this fit trains on
+    test_each_epoch = [TestEachEpoch(test_data, order.evaluation_steps(
+        len(splits.x_test), job.global_batch, job.distribution.replicas) if job.streamed else None)] \
+        if config.test_each_epoch else []  # benchmarks only
+    return [*test_each_epoch,
+            EpochLog(job.folder, len(splits.x_train), columns, first_share=share, validation=validation),
+            Checkpoints(job.folder, best_val_accuracy(job.state)),
+            keras.callbacks.TerminateOnNaN(),
+            TimeEstimate(config.epochs - start.epoch, job.speed["device"]),
+            SkippedFileCount(job.skips),
+            RestoreMetrics(start.metrics),
+            StepCheckpoints(job.folder, config.checkpoint_every, job.interrupt, processes, start.step),
+            StopOnInterrupt(job.interrupt, processes)]
+
+
+def _fit_epochs(job, model, start, last):
+    """`model.fit` from `start` (a `Position`: its epoch, the steps of it already done and their metric sums) to
+    the epoch before `last`."""
+    config = job.config
+    first, first_step = start.epoch, start.step
+    train_data, val_data, test_data, extra = fit_data(job, first, last, first_step)
+    callbacks = fit_callbacks(job, start, val_data is not None, test_data)
     try:
         history = model.fit(train_data, validation_data=val_data, epochs=last, initial_epoch=first,
-                            callbacks=in_order(callbacks), verbose=console.keras_verbosity(),
+                            callbacks=callbacks, verbose=console.keras_verbosity(),
                             shuffle=False, **extra)  # the pipeline shuffles
     except AlexnetError:
         raise
     except Exception as error:  # tf.data raises a strict read error as its own error type
-        if streaming.STRICT_MARK not in str(error):
+        if streams.STRICT_MARK not in str(error):
             raise
-        raise AlexnetError(streaming.strict_message(str(error))) from None
+        raise AlexnetError(streams.strict_message(str(error))) from None
     except KeyboardInterrupt:
         saved = job.state.positions()
         if not saved:

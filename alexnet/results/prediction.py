@@ -17,14 +17,15 @@ def class_names_for(home, classes):
 def _decoder(home, size):
     """How a file becomes the model's input: as the run evaluated its streamed files (the centre crop of a
     cropping recipe), else the whole image resized, as in memory."""
-    from alexnet import recipes, streaming
+    from alexnet.pipeline import streams
+    from alexnet.settings import recipes
     from alexnet.data import decode_image
 
     stored = home.read_config("used for predictions") if home is not None else {}
     recipe = recipes.get(stored.get("settings", {}).get("recipe", "tutorial"))
     if stored.get("data", {}).get("streamed") and recipe.crop == "random-resized":
-        transform = streaming.transforms(recipe, size, size[0])[1]
-        from alexnet.stream_grain import decode_transformed
+        transform = streams.transforms(recipe, size, size[0])[1]
+        from alexnet.pipeline.grain_engine import decode_transformed
 
         return lambda file: decode_transformed(file, transform)
     return lambda file: decode_image(file, size)
@@ -46,7 +47,7 @@ def predict(target, images, top_k=3):
         UsageError: If `target` is neither a run folder nor a model file, or the run holds no model yet.
         AlexnetError: If the model file cannot be loaded.
     """
-    from alexnet.evaluation import load_model
+    from alexnet.results.evaluation import load_model
     from alexnet.runs import resolve_target
 
     console.ensure_setup()

@@ -9,7 +9,7 @@ from alexnet.data import ARCHIVE_SUFFIXES
 from alexnet.errors import AlexnetError, UsageError
 from alexnet.files import writing
 from alexnet.runs import RunFolder, resolve_target
-from alexnet.splits import load_splits
+from alexnet.data.splits import load_splits
 
 
 def load_model(path):
@@ -20,7 +20,7 @@ def load_model(path):
     """
     import keras
 
-    import alexnet.layers  # noqa: F401  (registers the custom layers for deserialization)
+    import alexnet.model.layers  # noqa: F401  (registers the custom layers for deserialization)
     from alexnet.backend import speed_settings
 
     path = Path(path)
@@ -77,7 +77,7 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
             image size or classes do not fit the model.
         AlexnetError: For a model file that cannot be loaded, or data that cannot be read.
     """
-    from alexnet.report import write_report
+    from alexnet.results.report import write_report
 
     console.ensure_setup()
     target = resolve_target(target, "evaluated")
@@ -121,9 +121,10 @@ def test_split(model, run, data=None, limit_test=None):
     Raises:
         UsageError: For a bare model file without `data`, or data whose image size or classes do not fit.
     """
-    from alexnet import recipes, streaming
+    from alexnet.pipeline import streams
+    from alexnet.settings import recipes
     from alexnet.data import FileIndex
-    from alexnet.report import StreamedImages
+    from alexnet.results.report import StreamedImages
 
     if data is None and run is None:
         raise UsageError("--data is needed to evaluate a bare model file (or give the run folder instead)")
@@ -145,7 +146,7 @@ def test_split(model, run, data=None, limit_test=None):
     if classes != len(splits.class_names):
         raise UsageError(f"the model predicts {classes} classes but {data} has {len(splits.class_names)}")
     if isinstance(splits.x_test, FileIndex):
-        transform = streaming.transforms(recipe, size, size[0])[1] if crops else streaming.Transform(size)
+        transform = streams.transforms(recipe, size, size[0])[1] if crops else streams.Transform(size)
         return (StreamedImages(splits.x_test, transform, config.strict if config else False), splits.y_test,
                 splits.class_names, data)
     if splits.x_test.shape[1:3] != size:

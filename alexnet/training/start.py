@@ -6,7 +6,7 @@
 
 Each one picks the Keras backend exactly once, in `_start`, before Keras loads:
 from the config for a new run, from the run's own config.json for a resumed
-one. That is why this module does not import Keras; `alexnet.trainer`, which
+one. That is why this module does not import Keras; `alexnet.training.trainer`, which
 does the work (data -> splits -> model -> fit -> test -> the run folder), is
 imported after the choice. A run survives a crash: each completed epoch leaves
 a checkpoint, and `resume` continues from the newest one that loads.
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from alexnet import backend, console
-from alexnet.config import TrainConfig
+from alexnet.settings.config import TrainConfig
 from alexnet.errors import UsageError
 from alexnet.runs import RunFolder
 
@@ -118,7 +118,7 @@ def _start(config, stored=None):
     _choose_backend(config.backend)
     keras = backend.load_keras()  # quietly: TensorFlow's C++ start-up lines are not ours
     with backend.held_interrupt():  # Ctrl-C acts once the imports are done (see load_keras)
-        from alexnet import trainer  # imports Keras: only now that the backend is chosen
+        from alexnet.training import trainer  # imports Keras: only now that the backend is chosen
 
     policy, distribution = keras.config.dtype_policy(), keras.distribution.distribution()
     try:

@@ -169,7 +169,7 @@ def augmentation(name, seed, in_pipeline=False, pca_lighting=0.0, colour_basis=N
         pca_lighting: std of the PCA lighting noise (0: none).
         colour_basis: (eigenvalues, eigenvectors) of the training pixels (`layers.colour_basis`), for lighting.
     """
-    from alexnet.layers import Augment
+    from alexnet.model.layers import Augment
 
     recipe = get(name)
     shift, flip = (0.0, False) if in_pipeline else (recipe.shift, recipe.flip)

@@ -1,14 +1,14 @@
 """What a run's `fit` reads: seeded array batches of in-memory splits, or streams of files on disk."""
 
-from alexnet import order, streaming
-from alexnet.pipeline import ArrayBatches, make_dataset, training_batches
+from alexnet.pipeline import order, streams
+from alexnet.pipeline.arrays import ArrayBatches, make_dataset, training_batches
 
 
 def fit_data(job, first, last, first_step=0):
     """(training, validation, test data, fit's extra arguments) of a `trainer.Job` fitting epochs first..last-1,
     the first from step `first_step` on.
 
-    Epoch e reads the order an uninterrupted run would (`alexnet.order`), whatever
+    Epoch e reads the order an uninterrupted run would (`alexnet.pipeline.order`), whatever
     came before: a resumed run, at an epoch's end or mid-way, reads what it would
     have. Streams for a streamed run, else array batches; fit is told the steps
     of each epoch (the first has `first_step` fewer). The test data only with
@@ -23,12 +23,12 @@ def fit_data(job, first, last, first_step=0):
         common = dict(shard=shard, transform=evaluation, num_classes=classes, skips=job.skips)
         if validate:  # known lengths: Keras would otherwise read to the end once and warn that the data ran out
             steps["validation_steps"] = order.evaluation_steps(len(splits.x_val), job.global_batch, replicas)
-        return (streaming.training_stream(splits.x_train, splits.y_train, job.global_batch, seed=config.seed,
+        return (streams.training_stream(splits.x_train, splits.y_train, job.global_batch, seed=config.seed,
                                           first_epoch=first, epochs=last, first_step=first_step,
                                           **{**common, "transform": train}),
-                streaming.evaluation_stream(splits.x_val, splits.y_val, job.global_batch, replicas=replicas, **common)
+                streams.evaluation_stream(splits.x_val, splits.y_val, job.global_batch, replicas=replicas, **common)
                 if validate else None,
-                streaming.evaluation_stream(splits.x_test, splits.y_test, job.global_batch, replicas=replicas,
+                streams.evaluation_stream(splits.x_test, splits.y_test, job.global_batch, replicas=replicas,
                                             **common),
                 steps)
     train = training_batches(splits.x_train, splits.y_train, job.global_batch, seed=config.seed, first_epoch=first,

@@ -2,7 +2,7 @@
 
 They are written with `keras.ops` only, so they run on every backend and inside
 the compiled model on the accelerator; they are registered so that a saved
-`.keras` model loads with `import alexnet.layers`.
+`.keras` model loads with `import alexnet.model.layers`.
 """
 
 import keras

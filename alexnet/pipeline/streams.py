@@ -2,7 +2,7 @@
 
 A streamed split is a `data.index.FileIndex` (paths) and its labels; the
 engines read and decode the files as training goes, each process its own
-shard (`alexnet.order`), in bounded memory. What a file becomes is a
+shard (`alexnet.pipeline.order`), in bounded memory. What a file becomes is a
 `Transform`:
 
 - "resize": the whole image resized to the storage size (CIFAR-style data; the
@@ -111,12 +111,12 @@ def _engine():
     import keras  # the backend is chosen by now: streams are made by the trainer and the evaluation
 
     if keras.backend.backend() == "tensorflow":
-        from alexnet import stream_tf
+        from alexnet.pipeline import tf_engine
 
-        return stream_tf
-    from alexnet import stream_grain
+        return tf_engine
+    from alexnet.pipeline import grain_engine
 
-    return stream_grain
+    return grain_engine
 
 
 def transforms(recipe, stored_size, image_size):
@@ -137,7 +137,7 @@ def decoded(index, rows, transform):
     """uint8 images (len(rows), H, W, 3) of a few files (pictures, export checks), decoded with PIL."""
     import numpy as np
 
-    from alexnet.stream_grain import decode_transformed
+    from alexnet.pipeline.grain_engine import decode_transformed
 
     return np.stack([decode_transformed(index.path(int(row)), transform) for row in rows]) if len(rows) else \
         np.zeros((0, *transform.size, 3), np.uint8)

@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Optional
 
-from alexnet import choices, recipes
+from alexnet.settings import choices, recipes
 from alexnet.errors import UsageError
 
 

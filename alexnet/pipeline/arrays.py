@@ -14,7 +14,7 @@ the same arrays, so those backends need no TensorFlow at all.
 import keras
 import numpy as np
 
-from alexnet import order
+from alexnet.pipeline import order
 
 
 def make_dataset(images, labels, batch_size, shuffle=False, seed=None, num_classes=None, shard=(0, 1), replicas=1):

@@ -1,9 +1,9 @@
 """Streaming on the JAX and PyTorch backends: Grain, with worker processes that decode with PIL.
 
-No TensorFlow is needed. The rows each process reads come from `alexnet.order`;
+No TensorFlow is needed. The rows each process reads come from `alexnet.pipeline.order`;
 each file is decoded and transformed by `decode_transformed` (PIL) in Grain's
 worker processes; batches come back to the main process, where the files that
-could not be read are named and counted (`streaming.SkippedFiles`). A file
+could not be read are named and counted (`streams.SkippedFiles`). A file
 that fails keeps its place in the batch as a black image of weight 0, so every
 batch has the same shape (JAX compiles one step).
 
@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from alexnet import order
+from alexnet.pipeline import order
 from alexnet.data.images import open_rgb
 
 # Decoding workers: Grain's own processes. ALEXNET_STREAM_WORKERS=0 decodes in the main process (threads).
@@ -61,7 +61,7 @@ def center_box(height, width, center=0.875):
 
 
 def decode_transformed(path, transform, rng=None):
-    """One file as a uint8 (height, width, 3) image, transformed (`streaming.Transform`); rng for training.
+    """One file as a uint8 (height, width, 3) image, transformed (`streams.Transform`); rng for training.
 
     JPEGs are decoded at a reduced scale where the crop allows it (PIL's draft
     mode, as decode_and_crop_jpeg saves work in tf.data).
@@ -165,13 +165,13 @@ def _stream(rows, index, labels, batch, transform, seed, num_classes, skips):
 
 def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, shard, transform, num_classes, skips,
                     first_step=0):
-    """See `streaming.training_stream`."""
+    """See `streams.training_stream`."""
     rows = _Rows(len(index), global_batch, shard, seed, range(first_epoch, epochs + 1),  # one epoch of slack
                  first_step=first_step)
     return _stream(rows, index, labels, global_batch // shard[1], transform, seed, num_classes, skips)
 
 
 def evaluation_stream(index, labels, global_batch, *, shard, transform, num_classes, skips, replicas=1):
-    """See `streaming.evaluation_stream`."""
+    """See `streams.evaluation_stream`."""
     rows = _Rows(len(index), global_batch, shard, replicas=replicas)
     return _stream(rows, index, labels, global_batch // shard[1], transform, 0, num_classes, skips)

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import os
 
-from alexnet.choices import STRATEGIES, check, strategies_on
+from alexnet.settings.choices import STRATEGIES, check, strategies_on
 from alexnet.errors import UsageError
 
 

@@ -7,7 +7,8 @@ from typing import Optional
 
 import numpy as np
 
-from alexnet import console, recipes
+from alexnet import console
+from alexnet.settings import recipes
 from alexnet.data import FileIndex, load_dataset
 from alexnet.errors import AlexnetError, UsageError
 

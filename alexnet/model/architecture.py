@@ -1,7 +1,7 @@
 """AlexNet's variants and geometry as data, without Keras.
 
 The CLI and `TrainConfig.validate` read these before the Keras backend is
-chosen; `alexnet.models` builds the networks from them.
+chosen; `alexnet.model.builders` builds the networks from them.
 """
 
 # CLI name -> what normalizes conv1 and conv2: "batch" (the tutorial's batch normalization) or "lrn" (the

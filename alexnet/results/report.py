@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet import plots, runs
+from alexnet import runs
+from alexnet.results import plots
 from alexnet.backend import tensorflow
 from alexnet.files import write_atomic, write_json
 
@@ -25,7 +26,7 @@ def predict_probabilities(model, images, batch_size=256, mirror=False):
     """
     if isinstance(images, StreamedImages):
         return images.predict(model, batch_size, mirror)
-    from alexnet.pipeline import make_dataset
+    from alexnet.pipeline.arrays import make_dataset
 
     count = len(images)
     if mirror:
@@ -61,7 +62,7 @@ def ten_crop_model(model, input_shape, crop):
     ten crops of side `crop` (corners, centre, mirrors), each resized to what `model` takes."""
     import keras
 
-    from alexnet.layers import MeanOverCrops, TenCrop
+    from alexnet.model.layers import MeanOverCrops, TenCrop
 
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="images")
     crops = TenCrop(crop, out=model.input_shape[1:3], name="ten_crop")(inputs)  # (B * 10, h, w, 3)
@@ -108,7 +109,7 @@ class StreamedImages:
         return len(self.index)
 
     def __getitem__(self, i):
-        from alexnet.streaming import decoded
+        from alexnet.pipeline.streams import decoded
 
         return decoded(self.index, [self.rows[i]], self.transform)[0]
 
@@ -116,8 +117,8 @@ class StreamedImages:
         """(probabilities of the rows read, those rows)."""
         import dataclasses
 
-        from alexnet import order
-        from alexnet.streaming import SkippedFiles, evaluation_stream
+        from alexnet.pipeline import order
+        from alexnet.pipeline.streams import SkippedFiles, evaluation_stream
 
         n, skips, devices = len(self.index), SkippedFiles(self.strict), _devices()
         batch_size = max(devices, batch_size // devices * devices)

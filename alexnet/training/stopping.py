@@ -1,0 +1,99 @@
+"""Stopping on a signal: Ctrl-C, SIGTERM and SIGUSR1 are recorded, and acted on at safe points only."""
+
+import logging
+import signal
+import threading
+
+import keras
+import numpy as np
+
+from alexnet.errors import StopNow
+
+log = logging.getLogger(__name__)
+
+
+class DeferredInterrupt:
+    """While active, Ctrl-C (SIGINT) and the stop signals (SIGTERM, SIGUSR1) are recorded and acted on at safe
+    points (`check`), not where they land.
+
+    Python raises KeyboardInterrupt wherever a signal handler raises, and Keras, JAX or
+    TensorFlow code swallows it in places (garbage-collection callbacks,
+    finalizers, a checkpoint being written), so a Ctrl-C could be lost or tear a
+    file. The run calls `check` between its phases, and `StopOnInterrupt` after
+    every step and epoch. SIGTERM is what Slurm, Kubernetes and cloud preemption
+    send before they kill (SIGUSR1 is Slurm's `--signal` warning): the run stops
+    the same way, with exit status 143. A second signal stops at once.
+    """
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+    def __init__(self):
+        self.received = None  # the first signal's number
+        self.stops = "at the end of the current step"  # where the run acts on a signal now (said when one lands)
+        self._previous = {}
+
+    @property
+    def requested(self):
+        return self.received is not None
+
+    @property
+    def name(self):  # "Ctrl-C", "SIGTERM", ...
+        return "Ctrl-C" if self.received in (None, signal.SIGINT) else signal.Signals(self.received).name
+
+    @property
+    def exit_code(self):
+        return 130 if self.received in (None, signal.SIGINT) else 143
+
+    def _handle(self, signum, frame):
+        if self.requested:  # the second signal: the user (or the scheduler) does not want to wait
+            raise StopNow(self.exit_code)
+        self.received = signum
+        if signum != signal.SIGINT:  # Ctrl-C shows itself on the terminal; a scheduler's signal does not
+            log.warning(f"{signal.Signals(signum).name} received: stopping {self.stops}")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous = {}
+        return False
+
+    def check(self):
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Stops training at the next safe point after a Ctrl-C or a stop signal: the end of a step, or of an epoch's
+    checkpoint.
+
+    With several JAX processes every step is collective, so all must stop at the same step: after each step the
+    processes share whether any has received a signal (one small all-gather), and all stop together, even where
+    the signal reached only one of them.
+    """
+
+    def __init__(self, interrupt, processes=1):
+        super().__init__()
+        self.interrupt = interrupt
+        self.processes = processes
+
+    def _check(self):
+        if self.processes > 1:
+            from jax.experimental import multihost_utils  # several processes: the JAX backend
+
+            received = int(np.max(multihost_utils.process_allgather(np.int32(self.interrupt.received or 0))))
+            if received and not self.interrupt.requested:  # another process's signal
+                self.interrupt.received = received
+        self.interrupt.check()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.params.get("steps") is not None and batch + 1 == self.params["steps"]:
+            return  # the epoch's last step: its checkpoint comes first (on_epoch_end checks)
+        self._check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check()
