@@ -10,8 +10,8 @@ import sys
 import threading
 
 from alexnet import console
-from alexnet.settings.choices import BACKENDS
 from alexnet.errors import check_choice
+from alexnet.settings.choices import BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,8 @@ def tensorflow():
         return sys.modules["tensorflow"]
     try:
         with _stderr_silenced():
-            import tensorflow as tf
-
             import keras
+            import tensorflow as tf
 
             if keras.backend.backend() != "tensorflow":
                 # TensorFlow only writes logs here; left alone it would take the GPU's memory from JAX or torch.

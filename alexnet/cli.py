@@ -11,11 +11,11 @@ import sys
 import traceback
 
 from alexnet import __version__, console
+from alexnet.data.splits import VAL_SIZE_RULE
+from alexnet.errors import AlexnetError, UsageError
 from alexnet.settings.choices import BACKENDS, FORMATS, MODELS, STRATEGIES
 from alexnet.settings.config import TrainConfig
-from alexnet.errors import AlexnetError, UsageError
 from alexnet.settings.recipes import RECIPE_FIELDS, RECIPES
-from alexnet.data.splits import VAL_SIZE_RULE
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,6 @@ def _train(args):
 
 def _evaluate(args):
     from alexnet.results.evaluation import evaluate
-
     from alexnet.results.report import summary_lines
     from alexnet.runs import REPORT_MD
 

@@ -13,14 +13,12 @@ Nothing else in the package spells these names.
 """
 
 import csv
-import dataclasses
 import datetime
 import json
 import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Optional
 
 from alexnet import console
 from alexnet.errors import UsageError
@@ -312,49 +310,7 @@ class RunFolder:
         return removed
 
 
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """What `evaluate`, `predict` and `export` were pointed at."""
-
-    model_file: Path
-    run: Optional[RunFolder]  # the run folder given (its own test split applies), or None for a model file
-    home: Optional[RunFolder]  # the run folder that holds the model file (its class names), given or not
-
-
-def resolve_target(target, purpose="used"):
-    """Resolves a run folder or a .keras file: the one way `evaluate`, `predict` and `export` find their model.
-
-    A run folder gives its model (`RunFolder.model_file`); a .keras file gives
-    itself, and the run folder that holds it if any (beside it, or above
-    checkpoints/).
-
-    Raises:
-        UsageError: For a folder that is not a run, a damaged config.json, or a path that does not exist.
-    """
-    target = Path(target)
-    if target.is_dir():
-        folder = RunFolder(target)
-        if not folder.is_run():
-            raise UsageError(f"{target} is not a run folder (no {RunFolder.CONFIG}); give a run folder or a "
-                             ".keras file")
-        folder.read_config(purpose)  # a damaged config.json is named now, not at first use
-        return Target(folder.model_file(), folder, folder)
-    if not target.is_file():
-        raise UsageError(f"no such run folder or model file: {target}")
-    home = next((RunFolder(p) for p in (target.parent, target.parent.parent) if RunFolder(p).is_run()), None)
-    return Target(target, None, home)
-
-
-def metrics_from_report(report, epochs):
-    """metrics.json's figures from a test report (report.json's names): the one translation between them."""
-    k = report["top_k"]
-    metrics = {"test_loss": report["test_loss"], "test_accuracy": report["top1_accuracy"],
-               f"test_top{k}_accuracy": report[f"top{k}_accuracy"], "top_k": k,
-               "test_images": report["test_images"], "epochs": epochs}
-    if "tta" in report:
-        metrics |= {"tta_test_accuracy": report["tta"]["top1_accuracy"], "tta_test_loss": report["tta"]["test_loss"]}
-    if "ten_crop" in report:
-        metrics |= {"ten_crop_test_accuracy": report["ten_crop"]["top1_accuracy"],
-                    f"ten_crop_test_top{k}_accuracy": report["ten_crop"][f"top{k}_accuracy"],
-                    "ten_crop_test_loss": report["ten_crop"]["test_loss"]}
-    return metrics
+def tensorboard_tag(metric):
+    """"loss" -> "epoch_loss": an epoch's metric in the run's TensorBoard logs (logs/train, validation, test), as
+    Keras's own TensorBoard callback names it; the three folders share the tag, so their curves share a chart."""
+    return f"epoch_{metric}"

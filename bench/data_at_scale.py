@@ -50,11 +50,13 @@ started = time.perf_counter()
 import keras
 import numpy as np
 from alexnet.pipeline import streams
+from alexnet.model import compiling
 from alexnet.settings import recipes
 from alexnet.backend import speed_settings
 from alexnet.settings.config import TrainConfig
 from alexnet.model.builders import build_model
-from alexnet.pipeline.arrays import make_dataset
+from alexnet.pipeline.arrays import training_batches
+from alexnet.pipeline.feed import Epochs, Feed
 from alexnet.data.splits import load_splits
 
 data, stream, steps = sys.argv[1], sys.argv[2] == "stream", int(sys.argv[3])
@@ -63,14 +65,13 @@ splits = load_splits(data, val_size=1000, limit_test=1000, seed=0, stream=stream
 loaded = time.perf_counter() - started
 config = TrainConfig(recipe="cpu").resolved()
 model = build_model("alexnet", input_shape=(32, 32, 3), num_classes=10, image_size=67,
-                    augmentation=recipes.augmentation("cpu", 0))
-recipes.compile_model(model, config, steps_per_epoch=steps)
+                    augmentation=compiling.augmentation("cpu", 0))
+compiling.compile_model(model, config, steps_per_epoch=steps)
 if stream:
-    train = streams.training_stream(splits.x_train, splits.y_train, 256, seed=0, first_epoch=0, epochs=1,
-                                      shard=(0, 1), transform=streams.Transform((32, 32)), num_classes=10,
-                                      skips=streams.SkippedFiles())
+    feed = Feed(256, num_classes=10, transform=streams.Transform((32, 32)), skips=streams.SkippedFiles())
+    train = streams.training_stream(splits.x_train, splits.y_train, feed, Epochs(0, 1))
 else:
-    train = make_dataset(splits.x_train, splits.y_train, 256, shuffle=True, seed=0, num_classes=10)
+    train = training_batches(splits.x_train, splits.y_train, Feed(256, num_classes=10), Epochs(0, 1))
 
 
 class Clock(keras.callbacks.Callback):
@@ -92,8 +93,10 @@ print(json.dumps({"images": len(splits.x_train), "stream": stream, "load_seconds
 PIPELINE = r"""
 import json, os, sys, time
 import numpy as np
-from alexnet.pipeline import streams
 from alexnet.data import FileIndex
+from alexnet.pipeline import streams
+from alexnet.pipeline.feed import Epochs, Feed
+from alexnet.settings import recipes
 
 engine, root, batches, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), 64
 paths = sorted(os.fsencode(os.path.relpath(os.path.join(d, f), root)) for d, _, fs in os.walk(root) for f in fs)
@@ -102,9 +105,9 @@ if engine == "tf":
     from alexnet.pipeline import tf_engine as make
 else:
     from alexnet.pipeline import grain_engine as make
-stream = make.training_stream(index, np.zeros(len(paths), np.int64), batch, seed=0, first_epoch=0, epochs=1,
-                              shard=(0, 1), transform=streams.Transform((224, 224), "random-resized", flip=True),
-                              num_classes=None, skips=streams.SkippedFiles())
+transform = streams.transforms(recipes.get("imagenet"), (224, 224), 224)[0]  # the random-resized crop and flip
+stream = make.training_stream(index, np.zeros(len(paths), np.int64),
+                              Feed(batch, transform=transform, skips=streams.SkippedFiles()), Epochs(0, 1))
 iterator = iter(stream)
 next(iterator), next(iterator)  # warm-up: workers started, the first files read
 started = time.perf_counter()

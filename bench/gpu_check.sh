@@ -62,13 +62,16 @@ cp "$run/history.csv" "$run/metrics.json" "$run/report.md" "$run/config.json" "$
 echo "streamed input pipeline (Grain, $($python3 -c 'import os; print(os.cpu_count())') cores):"
 $python3 - .data/cifar10-jpeg.tar.gz <<'EOF'
 import sys, time
-from alexnet.pipeline import streams
 from alexnet.data.splits import load_splits
+from alexnet.pipeline import streams
+from alexnet.pipeline.feed import Epochs, Feed
+from alexnet.settings import recipes
 splits = load_splits(sys.argv[1], stream=True, seed=0)
-for crop, size in (("resize", (32, 32)), ("random-resized", (227, 227))):
-    stream = streams.training_stream(splits.x_train, splits.y_train, 512, seed=0, first_epoch=0, epochs=1,
-                                       shard=(0, 1), transform=streams.Transform(size, crop, flip=True),
-                                       num_classes=None, skips=streams.SkippedFiles())
+for recipe, size in (("fast", (32, 32)), ("imagenet", (227, 227))):
+    transform = streams.transforms(recipes.get(recipe), size, size[0])[0]  # resize, or random-resized crop + flip
+    crop = transform.crop
+    feed = Feed(512, transform=transform, skips=streams.SkippedFiles())
+    stream = streams.training_stream(splits.x_train, splits.y_train, feed, Epochs(0, 1))
     batches = iter(stream)
     next(batches)  # the workers have started
     started, count = time.perf_counter(), 0

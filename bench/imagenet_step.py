@@ -35,19 +35,19 @@ def one(backend, steps, seed):
     keras = load_keras()
     import numpy as np
 
-    from alexnet.settings import recipes
-    from alexnet.settings.config import TrainConfig
+    from alexnet.model import compiling
     from alexnet.model.builders import build_model
+    from alexnet.settings.config import TrainConfig
 
     speed = speed_settings(None, None)
     keras.config.set_dtype_policy(speed["dtype_policy"])
     keras.utils.set_random_seed(seed)
     config = TrainConfig(recipe="imagenet").resolved()
     basis = ([1.2, 0.6, 0.2], np.eye(3).tolist())  # the values do not change the step's cost
-    augmentation = recipes.augmentation("imagenet", seed, in_pipeline=True, pca_lighting=config.pca_lighting,
+    augmentation = compiling.augmentation("imagenet", seed, in_pipeline=True, pca_lighting=config.pca_lighting,
                                         colour_basis=basis)
     model = build_model("alexnet", (227, 227, 3), 1000, 227, augmentation=augmentation)
-    recipes.compile_model(model, config, steps_per_epoch=IMAGENET_TRAIN // config.batch_size, jit=speed["jit"])
+    compiling.compile_model(model, config, steps_per_epoch=IMAGENET_TRAIN // config.batch_size, jit=speed["jit"])
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (config.batch_size, 227, 227, 3), dtype=np.uint8)
     y = rng.integers(0, 1000, config.batch_size)

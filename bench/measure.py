@@ -52,7 +52,7 @@ def setup_ours(args):
 
 def our_model(settings):
     from alexnet.model.builders import alexnet
-    from alexnet.settings.recipes import compile_model
+    from alexnet.model.compiling import compile_model
     from alexnet.settings.config import TrainConfig
 
     model = alexnet(image_size=SIZE)
@@ -81,11 +81,12 @@ def pipeline(args):
     import keras
 
     from alexnet.model.builders import alexnet
-    from alexnet.pipeline.arrays import make_dataset
+    from alexnet.pipeline.arrays import training_batches
+    from alexnet.pipeline.feed import Epochs, Feed
 
     model = alexnet(image_size=SIZE)
     head = keras.Model(model.input, model.get_layer("resize").output)  # the model's own preprocessing
-    dataset = make_dataset(x, y, BATCH, shuffle=True, seed=0)
+    dataset = training_batches(x, y, Feed(BATCH), Epochs(0, 1))
     batches = iter(dataset) if hasattr(dataset, "prefetch") else (dataset[i] for i in range(len(dataset)))
 
     preprocess = compiled(head, args.backend)
@@ -123,9 +124,10 @@ def rss(args):
         next(iter(tutorial.train_pipeline(x, y, shuffle_buffer=args.shuffle_buffer)))
         return {"peak_rss_mb": peak_rss_mb(), "shuffle_buffer": args.shuffle_buffer, "train_images": len(x)}
     setup_ours(args)
-    from alexnet.pipeline.arrays import make_dataset
+    from alexnet.pipeline.arrays import training_batches
+    from alexnet.pipeline.feed import Epochs, Feed
 
-    dataset = make_dataset(x, y, BATCH, shuffle=True, seed=0)
+    dataset = training_batches(x, y, Feed(BATCH), Epochs(0, 1))
     next(iter(dataset)) if hasattr(dataset, "prefetch") else dataset[0]
     return {"peak_rss_mb": peak_rss_mb(), "train_images": len(x)}
 
@@ -142,10 +144,11 @@ def train(args):
         settings = {"dtype_policy": "float32", "jit": False}
     else:
         settings = setup_ours(args)
-        from alexnet.pipeline.arrays import make_dataset
+        from alexnet.pipeline.arrays import training_batches
+        from alexnet.pipeline.feed import Epochs, Feed
 
         model = our_model(settings)
-        dataset = make_dataset(x, y, BATCH, shuffle=True, seed=0)
+        dataset = training_batches(x, y, Feed(BATCH), Epochs(0, 1))
         batches = iter(dataset.repeat()) if hasattr(dataset, "prefetch") else \
             (dataset[i % len(dataset)] for i in range(10 ** 6))
 

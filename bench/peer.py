@@ -76,8 +76,8 @@ def timed(step, data, steps):
 
 def torch_model(size, classes=CLASSES):
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     from alexnet.model.architecture import feature_map_size
 
@@ -149,9 +149,9 @@ def our_step_function(backend, size, batch, seed, jit=None, mixed_precision=None
     keras = load_keras()
     import numpy as np
 
-    from alexnet.settings import recipes
-    from alexnet.settings.config import TrainConfig
+    from alexnet.model import compiling
     from alexnet.model.builders import build_model
+    from alexnet.settings.config import TrainConfig
     from alexnet.training.trainer import make_deterministic
 
     speed = speed_settings(jit if backend != "torch" else None, mixed_precision)
@@ -162,8 +162,8 @@ def our_step_function(backend, size, batch, seed, jit=None, mixed_precision=None
     make_deterministic(seed, speed["device"], speed["jit"] or bool(os.environ.get("ALEXNET_BENCH_NONDETERMINISTIC")))
     config = TrainConfig(recipe="cpu", batch_size=batch, image_size=size).resolved()
     model = build_model("alexnet", (STORED, STORED, 3), CLASSES, size,
-                        augmentation=recipes.augmentation("cpu", seed))
-    recipes.compile_model(model, config, steps_per_epoch=45000 // batch, jit=speed["jit"])
+                        augmentation=compiling.augmentation("cpu", seed))
+    compiling.compile_model(model, config, steps_per_epoch=45000 // batch, jit=speed["jit"])
     eye = np.eye(CLASSES, dtype="float32")  # the recipe's label smoothing takes one-hot labels
 
     def step(images, labels):

@@ -178,6 +178,7 @@ def throughput(sizes, batch_size, seconds):
 import json, sys, time
 import numpy as np
 import keras
+from alexnet.model import compiling
 from alexnet.settings import recipes
 from alexnet.backend import speed_settings
 from alexnet.settings.config import TrainConfig
@@ -187,8 +188,8 @@ keras.config.set_dtype_policy(speed["dtype_policy"])
 size = int(sys.argv[1])
 config = TrainConfig(recipe="cpu", image_size=size, batch_size={batch_size})
 model = build_model("alexnet", input_shape=(32, 32, 3), num_classes=10, image_size=size,
-                    augmentation=recipes.augmentation("cpu", 0))
-recipes.compile_model(model, config, steps_per_epoch=100)
+                    augmentation=compiling.augmentation("cpu", 0))
+compiling.compile_model(model, config, steps_per_epoch=100)
 rng = np.random.default_rng(0)
 x = rng.integers(0, 256, ({batch_size}, 32, 32, 3), dtype=np.uint8)
 y = np.eye(10, dtype="float32")[rng.integers(0, 10, {batch_size})]

@@ -1,6 +1,9 @@
-"""Shared fixtures: a small real slice of CIFAR-10 and a private cache folder."""
+"""Shared fixtures and helpers: a small real slice of CIFAR-10, a private cache folder, the tiny run's settings,
+and running the `alexnet` command in a subprocess."""
 
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -11,6 +14,27 @@ import pytest
 # them off by itself (AVX2 only), runs inside pytest would use other kernels than the `alexnet` subprocesses they
 # are compared with to the last digit (the kill -9 resume tests).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+# The tiny run the end-to-end tests start from: 67 px (the smallest AlexNet takes), a few batches of 32. As
+# TrainConfig fields for the Python API, and as flags; a test that needs more gives its own flags after these
+# (argparse keeps the last).
+TINY_SETTINGS = {"limit_train": 96, "val_size": 32, "limit_test": 32, "image_size": 67, "batch_size": 32}
+TINY = [part for key, value in TINY_SETTINGS.items() for part in (f"--{key.replace('_', '-')}", str(value))]
+
+
+def run_cli(*args, env=None, timeout=600):
+    """`python -m alexnet ARGS` in a subprocess (env: variables set over ours); its CompletedProcess, as text."""
+    return subprocess.run([sys.executable, "-m", "alexnet", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def start_cli(*args, env=None, **options):
+    """`python -m alexnet ARGS` started in the background: its Popen (output piped as text unless options say
+    otherwise)."""
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **options}
+    return subprocess.Popen([sys.executable, "-m", "alexnet", *map(str, args)], env={**os.environ, **(env or {})},
+                            **options)
+
 
 ARCHIVE = Path(os.environ.get("ALEXNET_TEST_ARCHIVE",
                               Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"))

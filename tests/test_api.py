@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import TINY_SETTINGS
 from PIL import Image
 
 import alexnet
@@ -15,7 +16,7 @@ from alexnet import TrainConfig, UsageError
 
 FUNCTIONS = ["train", "resume", "evaluate", "predict", "export", "load_dataset", "load_splits", "build_model",
              "alexnet", "alexnet_lrn"]
-TINY = dict(limit_train=64, val_size=32, limit_test=40, image_size=67, batch_size=32, epochs=1)
+SETTINGS = {**TINY_SETTINGS, "limit_train": 64, "limit_test": 40, "epochs": 1}  # one epoch of 2 steps
 
 
 def test_importing_the_package_loads_neither_keras_nor_tensorflow():
@@ -57,12 +58,12 @@ def test_bad_arguments_are_usage_errors_that_are_also_value_errors(tmp_path):
 
 
 def test_load_splits_as_train_makes_them(cifar_slice, tmp_path, monkeypatch):
-    from alexnet.training import trainer
+    from alexnet.training import job
 
     made = []
-    real = trainer.splits_for
-    monkeypatch.setattr(trainer, "splits_for", lambda config: made.append(real(config)) or made[-1])
-    settings = dict(TINY, val_size=100, seed=3, limit_test=50, limit_train=None)
+    real = job.splits_for
+    monkeypatch.setattr(job, "splits_for", lambda config: made.append(real(config)) or made[-1])
+    settings = dict(SETTINGS, val_size=100, seed=3, limit_test=50, limit_train=None)
     alexnet.train(TrainConfig(data=str(cifar_slice), run_dir=str(tmp_path / "run"), **settings))
     [trained] = made  # what the run trained and tested on
     splits = alexnet.load_splits(str(cifar_slice), val_size=100, seed=3, limit_test=50)
@@ -77,7 +78,7 @@ def test_load_splits_as_train_makes_them(cifar_slice, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def run(cifar_slice, tmp_path_factory):
     return alexnet.train(TrainConfig(data=str(cifar_slice), run_dir=str(tmp_path_factory.mktemp("api") / "run"),
-                                     **TINY))
+                                     **SETTINGS))
 
 
 def test_train_evaluate_predict_resume_from_python(run, cifar_slice, tmp_path):
@@ -100,7 +101,7 @@ def test_train_then_resume_in_fresh_processes_on_the_runs_own_backend(backend, c
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
     run_dir = tmp_path / f"{backend}-run"
-    settings = dict(TINY, data=str(cifar_slice), run_dir=str(run_dir), backend=backend)
+    settings = dict(SETTINGS, data=str(cifar_slice), run_dir=str(run_dir), backend=backend)
     first = f"import alexnet; alexnet.train(alexnet.TrainConfig(**{settings!r}))"
     subprocess.run([sys.executable, "-c", first], check=True, capture_output=True, env=_without_backend())
     then = ("import alexnet; run = alexnet.resume(%r, epochs=2); import keras; "  # keras after: resume chooses

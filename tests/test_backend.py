@@ -5,6 +5,7 @@ import textwrap
 
 import keras
 import pytest
+from conftest import TINY, run_cli
 
 from alexnet import backend
 from alexnet.training.logs import TimeEstimate
@@ -96,16 +97,14 @@ BLOCK_TENSORFLOW = textwrap.dedent("""
 def test_other_backends_train_end_to_end(name, without_tensorflow, cifar_slice, tmp_path):
     if not _has(name):
         pytest.skip(f"{name} is not installed (pip install -e '.[{name}]')")
-    env = {**os.environ, "KERAS_BACKEND": name}
+    env = {"KERAS_BACKEND": name}
     if without_tensorflow:  # as on the GPU machines, which have JAX but no TensorFlow
         (tmp_path / "block").mkdir()
         (tmp_path / "block" / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
-        env["PYTHONPATH"] = str(tmp_path / "block")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path / "block"), os.environ.get("PYTHONPATH")]))
     run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "alexnet", "train", "--data", str(cifar_slice), "--epochs", "1", "--limit-train",
-         "128", "--val-size", "32", "--limit-test", "64", "--image-size", "67", "--run-dir", str(run_dir)],
-        capture_output=True, text=True, env=env, timeout=600)
+    result = run_cli("train", "--data", cifar_slice, "--epochs", "1", *TINY, "--limit-train", "128",
+                     "--limit-test", "64", "--run-dir", run_dir, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"Backend {name} on cpu" in result.stdout
     for file in ("model.keras", "metrics.json", "report.json", "history.csv", "checkpoints/epoch-0001.keras"):
@@ -148,9 +147,9 @@ def test_the_augmenting_recipes_compile_with_jit_on_jax():
     it: on JAX the fast and cpu recipes ran op by op (1.8x slower on a CPU, worse on a GPU)."""
     pytest.importorskip("jax")
     code = ("from alexnet.backend import select_backend; select_backend('jax'); "
-            "from alexnet.settings import recipes; from alexnet.settings.config import TrainConfig; from alexnet.model.builders import build_model; "
-            "model = build_model('alexnet', (32, 32, 3), 10, 67, augmentation=recipes.augmentation('cpu', 0)); "
-            "recipes.compile_model(model, TrainConfig(recipe='cpu'), 10, jit=True); print(model.jit_compile)")
+            "from alexnet.model import compiling; from alexnet.settings.config import TrainConfig; from alexnet.model.builders import build_model; "
+            "model = build_model('alexnet', (32, 32, 3), 10, 67, augmentation=compiling.augmentation('cpu', 0)); "
+            "compiling.compile_model(model, TrainConfig(recipe='cpu'), 10, jit=True); print(model.jit_compile)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "True", done.stderr[-3000:]

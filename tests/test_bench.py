@@ -9,7 +9,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import run  # noqa: E402  bench/run.py
 
-
 OLD = """# Benchmarks
 
 old intro

@@ -1,6 +1,5 @@
 import keras
 import numpy as np
-import pytest
 from helpers import tiny_model
 
 from alexnet.runs import RunFolder

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from alexnet.cli import main
@@ -49,8 +50,10 @@ def test_train_writes_the_whole_run_folder(trained_run):
                                         "images_per_s", "top5_accuracy", "val_top5_accuracy"]  # 10 classes
     assert len(history) == 3  # header + one row an epoch
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])
+    report = json.loads((trained_run / "report.json").read_text())
     assert metrics["test_images"] == 200
+    assert metrics["test_accuracy"] * 200 == pytest.approx(round(metrics["test_accuracy"] * 200))  # images right
+    assert (metrics["test_accuracy"], metrics["test_loss"]) == (report["top1_accuracy"], report["test_loss"])
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == [
         "epoch-0001.json", "epoch-0001.keras", "epoch-0002.json", "epoch-0002.keras", "state.json"]
     for name in ("samples.png", "curves.png", "confusion.png", "mistakes.png"):
@@ -72,7 +75,8 @@ def test_report_holds_per_class_figures_and_the_confusion_matrix(trained_run):
     report = json.loads((trained_run / "report.json").read_text())
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert report["top1_accuracy"] == metrics["test_accuracy"]
-    assert report["top1_accuracy"] <= report["top5_accuracy"] <= 1.0
+    assert report["top1_accuracy"] <= report["top5_accuracy"]  # the top-1 class is among the top 5
+    assert report["top5_accuracy"] * 200 == pytest.approx(round(report["top5_accuracy"] * 200))
     confusion = np.array(report["confusion_matrix"])
     assert confusion.shape == (10, 10) and confusion.sum() == 200
     assert np.trace(confusion) == round(report["top1_accuracy"] * 200)
@@ -191,8 +195,7 @@ def test_samples_draws_a_grid(cifar_slice, tmp_path):
 
 
 def test_console_errors_are_one_line_without_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "alexnet", "evaluate", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
+    result = run_cli("evaluate", tmp_path, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"alexnet: error: {tmp_path} is not a run folder (no config.json); give a run folder or a .keras file"]
@@ -263,8 +266,7 @@ def test_evaluate_an_unfinished_run_uses_its_best_model(trained_run, tmp_path, c
 
 
 def test_keras_backend_variable_with_an_unknown_name():
-    result = subprocess.run([sys.executable, "-m", "alexnet", "summary"], capture_output=True, text=True,
-                            timeout=120, env={**__import__("os").environ, "KERAS_BACKEND": "nonsense"})
+    result = run_cli("summary", env={"KERAS_BACKEND": "nonsense"}, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "alexnet: error: KERAS_BACKEND=nonsense is not a backend alexnet runs on; set it to one of "
@@ -308,11 +310,11 @@ def test_train_help_gives_each_recipes_defaults_and_the_validation_rule(capsys):
 
 
 def test_strategy_errors_name_only_what_runs():
+    import keras
+
+    from alexnet.errors import UsageError
     from alexnet.settings.choices import strategies_on
     from alexnet.training.distribute import plan
-    from alexnet.errors import UsageError
-
-    import keras
 
     backend = keras.backend.backend()
     other = "data-parallel" if backend != "jax" else "mirrored"

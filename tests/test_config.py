@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from alexnet.errors import UsageError
 from alexnet.settings import recipes
 from alexnet.settings.config import TrainConfig
-from alexnet.errors import UsageError
 
 
 @pytest.mark.parametrize("settings,message", [

@@ -1,11 +1,11 @@
 import tarfile
 
 import pytest
+from data_helpers import make_image_folder
 
 from alexnet import data
 from alexnet.data import archives, cache
 from alexnet.errors import AlexnetError
-from data_helpers import make_image_folder
 
 
 def test_archive_is_extracted_once_and_unwrapped(tmp_path):

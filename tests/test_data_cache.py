@@ -3,11 +3,11 @@ import tarfile
 
 import numpy as np
 import pytest
+from data_helpers import make_image_folder, save_image
 
 from alexnet import data
 from alexnet.data import cache, image_folder
 from alexnet.errors import UsageError
-from data_helpers import make_image_folder, save_image
 
 
 def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):

@@ -3,11 +3,11 @@ import pickle
 
 import numpy as np
 import pytest
+from data_helpers import write_batches
 
 from alexnet import data
 from alexnet.data import cifar_batches
 from alexnet.errors import AlexnetError
-from data_helpers import write_batches
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])

@@ -2,10 +2,10 @@ import os
 
 import numpy as np
 import pytest
+from data_helpers import make_image_folder, save_image
 
 from alexnet.data import FileIndex, image_folder
 from alexnet.errors import AlexnetError, UsageError
-from data_helpers import make_image_folder, save_image
 
 
 def test_image_folder_mixed_modes_and_sizes(tmp_path):
@@ -102,8 +102,9 @@ def test_a_folder_too_large_for_the_memory_budget_streams_and_its_index_is_cache
 
 
 def test_the_stream_flag_forces_either_way(tmp_path, monkeypatch):
-    from alexnet.data import load_dataset
     from data_helpers import write_batches
+
+    from alexnet.data import load_dataset
 
     monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
     folder = make_image_folder(tmp_path / "src")

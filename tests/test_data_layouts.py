@@ -6,12 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+from imagenet_helpers import CLASSES, colour_class, make_mini_imagenet
 from PIL import Image
 
-from alexnet.pipeline import streams
 from alexnet.data import layouts, load_dataset
 from alexnet.errors import UsageError
-from imagenet_helpers import CLASSES, colour_class, make_mini_imagenet
+from alexnet.pipeline import streams
 
 NAMES = ["tench", "goldfish", "crane (n02012849)", "Shetland sheepdog", "crane (n03126707)", "wing"]
 
@@ -68,9 +68,9 @@ def test_the_decoded_pixels_agree_with_the_labels(mini):
 
 
 def test_the_imagenet_recipe_streams_the_folder_it_would_fit_in_memory(mini):
-    from alexnet.settings.config import TrainConfig
     from alexnet.data import FileIndex
     from alexnet.data.splits import splits_for
+    from alexnet.settings.config import TrainConfig
 
     _, root, _ = mini
     splits = splits_for(TrainConfig(data=str(root), recipe="imagenet", val_size=6))

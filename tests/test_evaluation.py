@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from alexnet.results import evaluation
 from alexnet.errors import UsageError
-from alexnet.runs import RunFolder, resolve_target
+from alexnet.results import evaluation
+from alexnet.results.loading import resolve_target
+from alexnet.runs import RunFolder
 
 
 @pytest.mark.parametrize("data,slug", [

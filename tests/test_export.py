@@ -5,13 +5,13 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import TINY, run_cli
 
-from alexnet.results import exporting as export_module
 from alexnet.cli import main
 from alexnet.errors import AlexnetError, UsageError
+from alexnet.results import exporting as export_module
 
-TINY = ["--limit-train", "64", "--val-size", "32", "--limit-test", "48", "--image-size", "67", "--batch-size", "32",
-        "--epochs", "1"]
+ONE_EPOCH = [*TINY, "--limit-train", "64", "--limit-test", "48", "--epochs", "1"]
 RUNS = {  # name: flags; the second has augmentation, LRN and a mixed-precision policy to be taken out
     "tutorial": ["--recipe", "tutorial"],
     "fast-lrn-mixed": ["--recipe", "fast", "--model", "alexnet-lrn", "--mixed-precision"],
@@ -24,7 +24,7 @@ def runs(cifar_slice, tmp_path_factory):
     folders = {}
     for name, flags in RUNS.items():
         folders[name] = tmp_path_factory.mktemp("export") / name
-        assert main(["train", "--data", str(cifar_slice), *TINY, *flags, "--run-dir", str(folders[name])]) == 0
+        assert main(["train", "--data", str(cifar_slice), *ONE_EPOCH, *flags, "--run-dir", str(folders[name])]) == 0
     return folders
 
 
@@ -36,7 +36,7 @@ def _a_format_this_backend_exports():
 
 
 def _keras_probabilities(run_dir, images):
-    from alexnet.results.evaluation import load_model
+    from alexnet.results.loading import load_model
 
     return np.asarray(load_model(run_dir / "model.keras").predict(images, verbose=0))
 
@@ -100,7 +100,7 @@ def test_export_is_equal_in_the_runtime_that_serves_it(runs, fmt, run, cifar_sli
 
 
 def test_the_exported_copy_is_float32_without_augmentation(runs):
-    from alexnet.results.evaluation import load_model
+    from alexnet.results.loading import load_model
 
     model = load_model(runs["fast-lrn-mixed"] / "model.keras")
     assert model.get_layer("conv3").dtype_policy.name == "mixed_bfloat16"
@@ -157,11 +157,7 @@ def test_unknown_format_and_missing_extra(runs, monkeypatch, capsys):
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_a_backend_that_cannot_export_the_format_is_refused_with_the_one_to_use(runs):
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-m", "alexnet", "export", str(runs["tutorial"] / "model.keras"),
-                           "--format", "tflite", "--backend", "jax"], capture_output=True, text=True)
+    done = run_cli("export", runs["tutorial"] / "model.keras", "--format", "tflite", "--backend", "jax")
     assert done.returncode == 2, done.stderr
     assert "--format tflite does not export from the jax backend; run the export with --backend tensorflow" in done.stderr
 

@@ -3,18 +3,16 @@
 import csv
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
+from imagenet_helpers import CLASSES, make_mini_imagenet
 
 from alexnet.cli import main
-from imagenet_helpers import CLASSES, make_mini_imagenet
 
 pytestmark = pytest.mark.slow
 # 67 px (the smallest AlexNet takes), batch 8: one epoch of 42 training images is 5 steps.
-TINY = ["--recipe", "imagenet", "--image-size", "67", "--epochs", "1", "--batch-size", "8", "--val-size", "6"]
+IMAGENET_RUN = ["--recipe", "imagenet", "--image-size", "67", "--epochs", "1", "--batch-size", "8", "--val-size", "6"]
 
 
 def _check_run(run_dir):
@@ -38,7 +36,7 @@ def test_the_imagenet_recipe_on_the_kaggle_layout_trains_tests_ten_crops_and_pre
     data = tmp_path / "imagenet"
     make_mini_imagenet(data, "kaggle")
     run_dir = tmp_path / "run"
-    assert main(["train", "--data", str(data), *TINY, "--run-dir", str(run_dir)]) == 0
+    assert main(["train", "--data", str(data), *IMAGENET_RUN, "--run-dir", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "(streamed: random-resized for training)" in out and "10-crop test (corners, centre, mirrors" in out
     metrics = _check_run(run_dir)
@@ -59,14 +57,12 @@ def test_the_imagenet_recipe_on_the_folders_layout_trains_on_jax(tmp_path):
     data = tmp_path / "imagenet"
     make_mini_imagenet(data, "folders")
     run_dir = tmp_path / "run"
-    env = {**os.environ, "ALEXNET_STREAM_WORKERS": "2", "ALEXNET_CACHE_DIR": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-m", "alexnet", "train", "--backend", "jax", "--data", str(data), *TINY,
-                           "--run-dir", str(run_dir)], capture_output=True, text=True, env=env, timeout=600)
+    env = {"ALEXNET_STREAM_WORKERS": "2", "ALEXNET_CACHE_DIR": str(tmp_path / "cache")}
+    done = run_cli("train", "--backend", "jax", "--data", data, *IMAGENET_RUN, "--run-dir", run_dir, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "val/ is the test split and test/ is ignored" in done.stderr
     metrics = _check_run(run_dir)
-    again = subprocess.run([sys.executable, "-m", "alexnet", "evaluate", str(run_dir), "--backend", "jax",
-                            "--ten-crop"], capture_output=True, text=True, env=env, timeout=600)
+    again = run_cli("evaluate", run_dir, "--backend", "jax", "--ten-crop", env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     report = json.loads((run_dir / "evaluation" / "report.json").read_text())
     assert report["ten_crop"]["top1_accuracy"] == pytest.approx(metrics["ten_crop_test_accuracy"])

@@ -69,7 +69,7 @@ def test_unknown_model_name():
 def test_calling_the_model_equals_predict(name):
     """`model(x)` without `training` is inference: Keras's Resizing and random layers once made the
     BatchNormalization after them use batch statistics there (and so in exported models)."""
-    from alexnet.settings.recipes import augmentation
+    from alexnet.model.compiling import augmentation
 
     model = builders.build_model(name, image_size=67, augmentation=augmentation("cpu", seed=0))
     images = np.random.default_rng(1).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)

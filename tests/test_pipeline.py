@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from alexnet.pipeline import order
-from alexnet.pipeline.arrays import ArrayBatches, make_dataset, training_batches
+from alexnet.pipeline.arrays import ArrayBatches, EpochOrder, evaluation_batches, training_batches
+from alexnet.pipeline.feed import Epochs, Feed
 
 
 def _data(n=10):
@@ -24,7 +25,7 @@ def _epoch(dataset):
     """One epoch of (images, labels) batches, as `fit` draws them (a PyDataset is told when the epoch ends)."""
     if isinstance(dataset, keras.utils.PyDataset):
         batches = [dataset[i][:2] for i in range(len(dataset))]
-        dataset.on_epoch_end()
+        dataset.set_epoch(dataset.epoch + 1)  # what EpochOrder does in fit
     else:
         batches = list(dataset)
     return [(np.asarray(x), np.asarray(y)) for x, y in batches]
@@ -32,83 +33,94 @@ def _epoch(dataset):
 
 def test_batches_stay_uint8_and_keep_images_with_their_labels():
     images, labels = _data()
-    batches = _epoch(make_dataset(images, labels, batch_size=4, shuffle=True, seed=0))
-    assert [len(y) for _, y in batches] == [4, 4, 2]
+    batches = _epoch(training_batches(images, labels, Feed(4, seed=0), Epochs(0, 1)))
+    assert [len(y) for _, y in batches] == [4, 4]  # whole batches: the other 2 images wait for another epoch
     for x, y in batches:
         assert x.dtype == np.uint8 and x.shape[1:] == (4, 4, 3)
         np.testing.assert_array_equal(x[:, 0, 0, 0], y)  # image i holds the value i
 
 
-def test_shuffle_covers_the_split_and_changes_every_epoch():
+def test_each_epoch_is_another_seeded_permutation_of_the_split():
     images, labels = _data(50)
-    dataset = make_dataset(images, labels, batch_size=50, shuffle=True, seed=1)
-    first, second = (_epoch(dataset)[0][1] for _ in range(2))
+    first, second = _labels_of_epochs(training_batches(images, labels, Feed(50, seed=1), Epochs(0, 2)), 2)
     assert sorted(first) == list(range(50)) and sorted(second) == list(range(50))
-    assert not np.array_equal(first, second)
-    again = _epoch(make_dataset(images, labels, batch_size=50, shuffle=True, seed=1))[0][1]
-    np.testing.assert_array_equal(first, again)  # seeded
+    assert first == order.permutation(50, 1, 0).tolist() and second == order.permutation(50, 1, 1).tolist()
+    assert first != second
 
 
-def test_without_shuffle_the_order_is_kept():
+def test_evaluation_keeps_the_order_and_ends_on_a_short_batch():
     images, labels = _data(7)
-    order = np.concatenate([y for _, y in _epoch(make_dataset(images, labels, batch_size=3))])
-    np.testing.assert_array_equal(order, np.arange(7))
+    batches = _epoch(evaluation_batches(images, labels, Feed(3)))
+    assert [y.tolist() for _, y in batches] == [[0, 1, 2], [3, 4, 5], [6]]
 
 
 def test_process_shards_partition_every_global_batch():
     images, labels = _data(20)
-    shards = [ArrayBatches(images, labels, batch_size=8, shuffle=True, seed=3, shard=(i, 2)) for i in range(2)]
-    whole = ArrayBatches(images, labels, batch_size=8, shuffle=True, seed=3)
-    assert len(shards[0]) == len(whole) == 3
+    shards = [ArrayBatches(images, labels, Feed(8, (i, 2), seed=3), Epochs(0, 1)) for i in range(2)]
+    whole = ArrayBatches(images, labels, Feed(8, seed=3), Epochs(0, 1))
+    assert len(shards[0]) == len(whole) == 2  # 20 // 8 whole global batches
     for index in range(len(whole)):
         parts = [shard[index][1] for shard in shards]
-        assert sorted(np.concatenate(parts)) == sorted(whole[index][1])  # same global batch, split in two
-        assert not set(parts[0]) & set(parts[1])
+        np.testing.assert_array_equal(np.concatenate(parts), whole[index][1])  # the global batch, in two blocks
 
 
 def test_uneven_last_batches_for_several_devices():
     images = np.arange(7 * 2 * 2 * 3, dtype=np.uint8).reshape(7, 2, 2, 3)
     labels = np.arange(7)
-    evaluation = ArrayBatches(images, labels, batch_size=4, replicas=2)
+    evaluation = ArrayBatches(images, labels, Feed(4, replicas=2))
     batches = [evaluation[i] for i in range(len(evaluation))]
     assert [len(b[0]) for b in batches] == [4, 4]  # 3 left over, padded to 4
-    assert batches[1][2].tolist() == [1, 1, 1, 0]  # the copy counts for nothing
+    assert batches[1][2].tolist() == [1, 1, 1, 0]  # the padding counts for nothing
     assert sorted(np.concatenate([b[1][b[2] > 0] for b in batches]).tolist()) == list(range(7))  # each once
-    training = ArrayBatches(images, labels, batch_size=4, shuffle=True, seed=0, replicas=2)
-    assert [len(training[i][0]) for i in range(len(training))] == [4, 2]  # 3 left over, cut to 2
-    one_left = ArrayBatches(images[:5], labels[:5], batch_size=4, shuffle=True, seed=0, replicas=2)
-    assert len(one_left) == 1  # a last batch of 1 image cannot be split over 2 devices: left out
-    two_processes = [ArrayBatches(images, labels, batch_size=4, replicas=2, shard=(p, 2)) for p in (0, 1)]
+    training = ArrayBatches(images, labels, Feed(4, seed=0, replicas=2), Epochs(0, 1))
+    assert [len(training[i][0]) for i in range(len(training))] == [4]  # whole global batches only
+    two_processes = [ArrayBatches(images, labels, Feed(4, (p, 2), replicas=2)) for p in (0, 1)]
     assert [len(two_processes[p][1][0]) for p in (0, 1)] == [2, 2]  # equal shares of the padded batch
+    assert [two_processes[p][1][2].tolist() for p in (0, 1)] == [[1, 1], [1, 0]]
 
 
-def test_fit_reshuffles_array_batches_every_epoch():
-    """`fit` itself calls on_epoch_end: each epoch draws the split in another order."""
+def test_fit_reads_each_epochs_own_order():
+    """With `EpochOrder`, epoch e reads the order of e, and a fit from a later epoch, or from a step mid-way, reads
+    what an uninterrupted one did (fit's own hooks on a PyDataset miscount epochs: see EpochOrder)."""
     images, labels = _data(40)
-    batches = ArrayBatches(images, labels, batch_size=8, shuffle=True, seed=5)
+    batches = ArrayBatches(images, labels, Feed(8, seed=5), Epochs(0, 3))
     seen = []
-    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(batches._order.copy()))
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(batches._rows.copy()))
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(40)])
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(batches, epochs=3, verbose=0, callbacks=[record])
-    assert len(seen) == 3 and all(sorted(order) == list(range(40)) for order in seen)
-    assert len({tuple(order) for order in seen}) == 3
+    model.fit(batches, epochs=3, verbose=0, callbacks=[EpochOrder(batches), record])
+    assert [rows.tolist() for rows in seen] == [order.permutation(40, 5, epoch).tolist() for epoch in range(3)]
+    read = {}  # (epoch, batch) -> labels (Keras may also peek at a batch to learn the shapes)
+
+    class Recorded(ArrayBatches):
+        def __getitem__(self, index):
+            batch = super().__getitem__(index)
+            read[self.epoch, index] = batch[1].tolist()
+            return batch
+
+    # A resumed epoch is a fit of its own (fit reads the length of an epoch once), as the trainer does it.
+    resumed = Recorded(images, labels, Feed(8, seed=5), Epochs(1, 2, first_step=2))
+    model.fit(resumed, epochs=2, initial_epoch=1, verbose=0, shuffle=False, callbacks=[EpochOrder(resumed)])
+    assert sorted(read) == [(1, 0), (1, 1), (1, 2)]
+    assert sum((read[1, i] for i in range(3)), []) == order.permutation(40, 5, 1)[16:].tolist()  # from step 3 on
 
 
 def _labels_of_epochs(dataset, epochs):
-    """The label batches of `epochs` epochs, as fit reads them (a PyDataset told of each epoch's end)."""
-    if not isinstance(dataset, keras.utils.PyDataset):
-        return [np.asarray(y).tolist() for _, y in dataset]
-    return [batch for _ in range(epochs) for batch in (y.tolist() for _, y in _epoch(dataset))]
+    """The labels each epoch reads, as fit reads them (a PyDataset told of each epoch's end)."""
+    if isinstance(dataset, keras.utils.PyDataset):
+        return [np.concatenate([y for _, y in _epoch(dataset)]).tolist() for _ in range(epochs)]
+    labels = np.concatenate([np.asarray(y) for _, y in dataset]).tolist()
+    size = len(labels) // epochs
+    return [labels[e * size:(e + 1) * size] for e in range(epochs)]
 
 
 def test_training_batches_read_each_epochs_seeded_order_from_any_step():
     images, labels = _data(10)
-    expected = [order.permutation(10, 3, epoch)[start:start + 4].tolist() for epoch in (0, 1) for start in (0, 4, 8)]
-    whole = _labels_of_epochs(training_batches(images, labels, 4, seed=3, first_epoch=0, epochs=2), 2)
-    assert whole == expected  # epoch e's order is the seed's and e's alone
-    resumed = training_batches(images, labels, 4, seed=3, first_epoch=1, epochs=2, first_step=1)
-    assert _labels_of_epochs(resumed, 1) == expected[4:]  # mid-epoch: the batches an uninterrupted run reads next
+    expected = [order.permutation(10, 3, epoch)[:8].tolist() for epoch in (0, 1)]
+    whole = _labels_of_epochs(training_batches(images, labels, Feed(4, seed=3), Epochs(0, 2)), 2)
+    assert whole == expected  # epoch e's order is the seed's and e's alone, cut to whole batches
+    resumed = training_batches(images, labels, Feed(4, seed=3), Epochs(1, 2, first_step=1))
+    assert _labels_of_epochs(resumed, 1) == [expected[1][4:]]  # mid-epoch: the batches an uninterrupted run reads next
     for x, y in resumed if not isinstance(resumed, keras.utils.PyDataset) else [resumed[0][:2]]:
         np.testing.assert_array_equal(np.asarray(x)[:, 0, 0, 0], np.asarray(y))  # images keep their labels
 

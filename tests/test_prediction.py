@@ -5,8 +5,8 @@ import json
 import pytest
 
 from alexnet.errors import UsageError
+from alexnet.results.loading import resolve_target
 from alexnet.results.prediction import class_names_for, predict
-from alexnet.runs import resolve_target
 
 
 def test_class_names_come_from_the_run_folder_that_holds_the_model(tmp_path):

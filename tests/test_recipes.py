@@ -4,11 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet.settings import recipes
 from alexnet.cli import main
-from alexnet.settings.config import TrainConfig
 from alexnet.errors import UsageError
+from alexnet.model import compiling
 from alexnet.model.builders import alexnet
+from alexnet.settings import recipes
+from alexnet.settings.config import TrainConfig
 
 
 @pytest.mark.parametrize("given,expected", [
@@ -30,7 +31,7 @@ def test_unknown_recipe():
 
 
 def test_augmentation_is_active_in_training_only():
-    model = alexnet(image_size=67, augmentation=recipes.augmentation("fast", seed=1))
+    model = alexnet(image_size=67, augmentation=compiling.augmentation("fast", seed=1))
     augment = model.get_layer("augment")
     x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(np.asarray(augment(x, training=False)), x)
@@ -39,7 +40,7 @@ def test_augmentation_is_active_in_training_only():
 
 def test_fast_recipe_compiles_with_smoothing_schedule_and_momentum():
     config = TrainConfig(recipe="fast", epochs=10, batch_size=64).resolved()
-    model = recipes.compile_model(alexnet(image_size=67), config, steps_per_epoch=100)
+    model = compiling.compile_model(alexnet(image_size=67), config, steps_per_epoch=100)
     optimizer = model.optimizer
     assert optimizer.nesterov and optimizer.momentum == 0.9 and optimizer.weight_decay == 5e-4
     schedule = optimizer._learning_rate
@@ -79,7 +80,7 @@ def test_every_recipe_is_described_and_compiles(name):
     config = TrainConfig(recipe=name, epochs=3).resolved()
     described = recipes.describe(name, config.batch_size, config.lr)
     assert {"optimizer", "schedule", "augmentation", "test_time_augmentation"} <= set(described)
-    model = recipes.compile_model(alexnet(image_size=67, augmentation=recipes.augmentation(name, 0)), config, 10)
+    model = compiling.compile_model(alexnet(image_size=67, augmentation=compiling.augmentation(name, 0)), config, 10)
     optimizer = model.optimizer  # compiled as the recipe says
     assert (optimizer.momentum, optimizer.nesterov) == (recipe.momentum, recipe.nesterov)
     assert (optimizer.weight_decay or 0.0) == recipe.weight_decay
@@ -88,13 +89,13 @@ def test_every_recipe_is_described_and_compiles(name):
     loss = model.loss.get_config()
     assert loss.get("label_smoothing", 0.0) == recipe.label_smoothing
     assert ("Sparse" in type(model.loss).__name__) == (not recipe.one_hot)
-    assert (recipes.augmentation(name, 0) is None) == (recipe.shift == 0 and not recipe.flip)
+    assert (compiling.augmentation(name, 0) is None) == (recipe.shift == 0 and not recipe.flip)
 
 
 def test_cpu_recipe_warms_up_for_half_an_epoch():
     config = TrainConfig(recipe="cpu", epochs=4, batch_size=64).resolved()
     assert (config.image_size, config.epochs, config.tta) == (67, 4, True)
-    model = recipes.compile_model(alexnet(image_size=67), config, steps_per_epoch=100)
+    model = compiling.compile_model(alexnet(image_size=67), config, steps_per_epoch=100)
     schedule = model.optimizer._learning_rate
     assert float(schedule(50)) == pytest.approx(config.lr)  # half an epoch: the peak
     assert float(schedule(400)) == pytest.approx(0.0, abs=1e-6)
@@ -106,21 +107,21 @@ def test_imagenet_recipe_is_the_papers_training():
     assert config.lr == pytest.approx(0.01) and TrainConfig(recipe="imagenet", batch_size=512).resolved().lr == \
         pytest.approx(0.04)  # scaled linearly with the batch
     assert (config.ten_crop, config.pca_lighting, config.tta) == (True, 0.1, False)
-    model = recipes.compile_model(alexnet(image_size=67, num_classes=20), config, steps_per_epoch=10)
+    model = compiling.compile_model(alexnet(image_size=67, num_classes=20), config, steps_per_epoch=10)
     optimizer = model.optimizer
     assert (optimizer.momentum, optimizer.nesterov, optimizer.weight_decay) == (0.9, False, 5e-4)
     schedule = optimizer._learning_rate  # divided by 10 after epochs 30, 60 and 80 of 90
     for step, lr in ((299, 0.01), (301, 0.001), (601, 1e-4), (801, 1e-5)):
         assert float(schedule(step)) == pytest.approx(lr), step
-    augment = recipes.augmentation("imagenet", 0, in_pipeline=True, pca_lighting=0.1,
+    augment = compiling.augmentation("imagenet", 0, in_pipeline=True, pca_lighting=0.1,
                                    colour_basis=([1.0, 0.5, 0.1], np.eye(3).tolist()))
     assert (augment.shift, augment.flip, augment.lighting) == (0.0, False, 0.1)  # the pipeline crops and flips
-    assert recipes.augmentation("imagenet", 0, in_pipeline=True) is None
+    assert compiling.augmentation("imagenet", 0, in_pipeline=True) is None
 
 
 @pytest.mark.parametrize("classes,logged", [(10, True), (5, False)])
 def test_top5_accuracy_is_a_metric_each_epoch_above_five_classes(classes, logged):
-    model = recipes.compile_model(alexnet(image_size=67, num_classes=classes), TrainConfig(recipe="cpu"), 10)
+    model = compiling.compile_model(alexnet(image_size=67, num_classes=classes), TrainConfig(recipe="cpu"), 10)
     x = np.zeros((4, 32, 32, 3), np.uint8)
     y = np.eye(classes, dtype="float32")[[0, 1, 2, 3]]
     logs = model.evaluate(x, y, verbose=0, return_dict=True)
@@ -143,7 +144,7 @@ def test_ema_averages_the_weights_and_only_use_average_puts_the_average_in_place
     """Keras's `fit` puts the average in place at the end of every call; a resumed epoch is a call of its own, so
     training would go on from the average. Here it stays on the trained weights until `use_average`."""
     config = TrainConfig(recipe="cpu", epochs=2, ema=0.25)
-    model = recipes.compile_model(alexnet(image_size=67, input_shape=(32, 32, 3)), config, steps_per_epoch=4)
+    model = compiling.compile_model(alexnet(image_size=67, input_shape=(32, 32, 3)), config, steps_per_epoch=4)
     assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(1 - 1 / (0.25 * 2 * 4))
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (8, 32, 32, 3)).astype("uint8")
@@ -153,10 +154,10 @@ def test_ema_averages_the_weights_and_only_use_average_puts_the_average_in_place
     trained = [w.copy() for w in model.get_weights()]
     averages = [v.numpy() for v in model.optimizer._model_variables_moving_average]
     assert not all(np.array_equal(v.numpy(), a) for v, a in zip(model.trainable_variables, averages))
-    recipes.use_average(model)
+    compiling.use_average(model)
     assert all(np.array_equal(v.numpy(), a) for v, a in zip(model.trainable_variables, averages))
     assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), trained))
-    plain = recipes.compile_model(alexnet(image_size=67), TrainConfig(recipe="cpu"), steps_per_epoch=4)
+    plain = compiling.compile_model(alexnet(image_size=67), TrainConfig(recipe="cpu"), steps_per_epoch=4)
     assert not plain.optimizer.use_ema and recipes.describe("cpu", 256, 0.05).get("weight_average") is None
     assert "about the last 25% of the steps" in recipes.describe("cpu", 256, 0.05, ema=0.25)["weight_average"]
     with pytest.raises(UsageError, match="--ema must be a fraction"):

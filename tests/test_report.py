@@ -2,8 +2,15 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet.results.report import classification_metrics, summary_lines, tta_probabilities, write_report
-from alexnet.runs import metrics_from_report
+from alexnet.results.inference import tta_probabilities
+from alexnet.results.report import (
+    LabelledImages,
+    ReportOptions,
+    classification_metrics,
+    metrics_from_report,
+    summary_lines,
+    write_report,
+)
 
 
 def test_metrics_of_a_known_case():
@@ -34,7 +41,7 @@ def test_top5_with_ten_classes():
 
 
 def test_test_time_augmentation_averages_an_image_and_its_mirror():
-    from alexnet.results.report import predict_probabilities
+    from alexnet.results.inference import predict_probabilities
 
     # A model that is not mirror-symmetric: softmax over the first row's 4 pixels (channel 0).
     inputs = keras.Input((4, 4, 3), dtype="uint8")
@@ -56,7 +63,8 @@ def test_a_report_with_test_time_augmentation_predicts_each_image_twice_not_thre
     real = model.predict
     model.predict = lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs)
     images = np.random.default_rng(0).integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)
-    report = write_report(model, images, np.array([0, 1, 2, 3, 0, 1]), list("abcd"), tmp_path, tta=True)
+    report = write_report(model, LabelledImages(images, np.array([0, 1, 2, 3, 0, 1]), list("abcd")), tmp_path,
+                          ReportOptions(tta=True))
     assert len(calls) == 2  # the images, then their mirrors
     expected = (real(images, verbose=0) + real(np.ascontiguousarray(images[:, :, ::-1]), verbose=0)) / 2
     assert report["tta"]["top1_accuracy"] == pytest.approx(np.mean(expected.argmax(1) == [0, 1, 2, 3, 0, 1]))
@@ -76,7 +84,7 @@ def test_top_k_is_named_and_never_null_whatever_the_number_of_classes(classes, k
 
 def test_ten_crop_equals_the_mean_of_the_ten_crops_computed_by_hand():
     from alexnet.model.builders import alexnet
-    from alexnet.results.report import ten_crop_probabilities
+    from alexnet.results.inference import ten_crop_probabilities
 
     model = alexnet(input_shape=(40, 40, 3), num_classes=4, image_size=67)
     image = np.random.default_rng(8).integers(0, 256, size=(1, 40, 40, 3), dtype=np.uint8)
@@ -105,20 +113,21 @@ def test_many_classes_show_the_most_frequent_confusions_not_the_matrix(tmp_path)
 
 def test_ten_crop_of_a_streamed_split_crops_the_central_square_the_centre_crop_comes_from(monkeypatch):
     """As the paper: 224 crops of the 256x256 centre; here 67 crops of the round(67 / 0.875) = 77 square."""
-    from alexnet.pipeline import streams
-    from alexnet.results import report
     from alexnet.data import FileIndex
     from alexnet.model.builders import alexnet
+    from alexnet.pipeline import streams
+    from alexnet.results import inference
+    from alexnet.settings.recipes import Crop
 
     index = FileIndex(".", np.array([b"a.jpg"]), (67, 67))
-    images = report.StreamedImages(index, streams.Transform((67, 67), "center"))
+    images = inference.StreamedImages(index, streams.Transform((67, 67), "center"))
     seen = {}
 
     def fake_predict(model, streamed, batch_size):
         seen.update(transform=streamed.transform, input_shape=model.input_shape, crop=model.get_layer("ten_crop").crop)
         return np.zeros((1, 3)), np.arange(1)
 
-    monkeypatch.setattr(report, "predict_probabilities", fake_predict)
-    report.ten_crop_probabilities(alexnet(input_shape=(67, 67, 3), num_classes=3, image_size=67), images)
-    assert seen["transform"] == streams.Transform((77, 77), "center", center=1.0)
+    monkeypatch.setattr(inference, "predict_probabilities", fake_predict)
+    inference.ten_crop_probabilities(alexnet(input_shape=(67, 67, 3), num_classes=3, image_size=67), images)
+    assert seen["transform"] == streams.Transform((77, 77), "center", geometry=Crop(center=1.0))
     assert seen["input_shape"] == (None, 77, 77, 3) and seen["crop"] == (67, 67)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from alexnet.data import Dataset
-from alexnet.errors import AlexnetError, UsageError
 from alexnet.data.splits import make_splits, resolve_val_size
+from alexnet.errors import AlexnetError, UsageError
 
 
 def _dataset(n_train=200, n_test=50, seed=0):

@@ -3,16 +3,14 @@
 import csv
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import TINY, run_cli
 
 from alexnet.cli import main
 
-TINY = ["--stream", "--limit-train", "300", "--val-size", "60", "--limit-test", "90", "--image-size", "67",
-        "--batch-size", "32", "--lr", "0.01"]
+# The tiny run with more images (enough batches to see a stream's order), at a faster rate.
+STREAMED = [*TINY, "--limit-train", "300", "--val-size", "60", "--limit-test", "90", "--lr", "0.01"]
 
 
 def _epochs(run_dir):
@@ -26,7 +24,7 @@ def test_a_streamed_run_trains_resumes_evaluates_predicts_and_exports(cifar_slic
     from alexnet.settings.choices import FORMATS
 
     run_dir = tmp_path / "run"
-    assert main(["train", "--data", str(cifar_slice), "--epochs", "2", *TINY, "--run-dir", str(run_dir)]) == 0
+    assert main(["train", "--data", str(cifar_slice), "--epochs", "2", "--stream", *STREAMED, "--run-dir", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "(streamed: resize for training)" in out and "bytes an image" in out
     data = json.loads((run_dir / "config.json").read_text())["data"]
@@ -57,16 +55,13 @@ def test_a_folder_over_the_memory_budget_streams_on_jax_with_grain_worker_proces
         pytest.skip("jax or grain is not installed (pip install -e '.[jax]')")
     run_dir = tmp_path / "run"
     # 1,300 images of 32x32x3 need 8 MB while decoding: over a 4 MB budget, so the run streams by itself.
-    env = {**os.environ, "ALEXNET_STREAM_WORKERS": "2", "ALEXNET_MEMORY_BUDGET": "4M",
-           "ALEXNET_CACHE_DIR": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "alexnet"]
-    done = subprocess.run([*command, "train", "--backend", "jax", "--data", str(cifar_slice), "--epochs", "1",
-                           *TINY[1:], "--run-dir", str(run_dir)], capture_output=True, text=True, env=env, timeout=600)
+    env = {"ALEXNET_STREAM_WORKERS": "2", "ALEXNET_MEMORY_BUDGET": "4M", "ALEXNET_CACHE_DIR": str(tmp_path / "cache")}
+    done = run_cli("train", "--backend", "jax", "--data", cifar_slice, "--epochs", "1", *STREAMED, "--run-dir", run_dir,
+                   env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "would not fit in memory" in done.stderr and "streaming them from disk" in done.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    again = subprocess.run([*command, "evaluate", str(run_dir), "--backend", "jax"], capture_output=True, text=True,
-                           env=env, timeout=600)
+    again = run_cli("evaluate", run_dir, "--backend", "jax", env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     report = json.loads((run_dir / "evaluation" / "report.json").read_text())
     assert report["top1_accuracy"] == pytest.approx(metrics["test_accuracy"]) and report["test_images"] == 90
@@ -79,7 +74,7 @@ def test_strict_stops_a_streamed_run_at_an_unreadable_file_and_names_it(cifar_sl
     shutil.copytree(cifar_slice, folder)
     broken = sorted((folder / "train" / "dog").iterdir())[0]
     broken.write_bytes(b"\xff\xd8\xff truncated")
-    command = ["train", "--data", str(folder), "--epochs", "1", *TINY, "--limit-train", "900", "--run-dir"]
+    command = ["train", "--data", str(folder), "--epochs", "1", "--stream", *STREAMED, "--limit-train", "900", "--run-dir"]
     assert main([*command, str(tmp_path / "lenient")]) == 0  # skipped, named, counted
     err = capsys.readouterr().err
     assert f"skipped {broken}" in err and "file(s) could not be read in epoch 1 and were skipped" in err

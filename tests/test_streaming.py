@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet.pipeline import order, streams
 from alexnet.data import FileIndex
 from alexnet.errors import AlexnetError
+from alexnet.pipeline import order, streams
+from alexnet.pipeline.feed import Epochs, Feed
+from alexnet.settings.recipes import Crop
 
 ENGINES = ["tf", "grain"]
 
@@ -61,9 +63,9 @@ def test_two_processes_read_each_file_once_per_epoch(engine, tmp_path):
     steps = order.steps_per_epoch(n, global_batch)
     read = {}
     for process in (0, 1):
-        stream = _engine(engine).training_stream(
-            index, np.arange(n), global_batch, seed=3, first_epoch=0, epochs=2, shard=(process, 2),
-            transform=streams.Transform((16, 16)), num_classes=None, skips=streams.SkippedFiles())
+        feed = Feed(global_batch, (process, 2), seed=3, transform=streams.Transform((16, 16)),
+                    skips=streams.SkippedFiles())
+        stream = _engine(engine).training_stream(index, np.arange(n), feed, Epochs(0, 2))
         labels, weights = _read(stream, 2 * steps)  # the labels are the rows: what this process read
         assert weights.tolist() == [1.0] * len(weights)
         read[process] = labels.reshape(2, -1)
@@ -77,9 +79,8 @@ def test_two_processes_read_each_file_once_per_epoch(engine, tmp_path):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_evaluation_reads_every_file_once_with_the_padding_weighted_0(engine, tmp_path):
     index = _folder(tmp_path, count=11)
-    stream = _engine(engine).evaluation_stream(index, np.arange(11) % 3, 4, shard=(0, 1), replicas=2,
-                                               transform=streams.Transform((16, 16)), num_classes=3,
-                                               skips=streams.SkippedFiles())
+    feed = Feed(4, replicas=2, num_classes=3, transform=streams.Transform((16, 16)), skips=streams.SkippedFiles())
+    stream = _engine(engine).evaluation_stream(index, np.arange(11) % 3, feed)
     labels, weights = _read(stream, order.evaluation_steps(11, 4, 2))
     assert weights.tolist() == [1.0] * 11 + [0.0]  # 11 files, padded to 12 for 2 replicas
     assert labels.shape == (12, 3)  # one-hot
@@ -91,8 +92,8 @@ def test_a_file_broken_or_deleted_mid_run_is_named_counted_and_skipped(engine, t
     (tmp_path / os.fsdecode(index.paths[4])).write_bytes(b"\xff\xd8\xff not a jpeg after all")
     (tmp_path / os.fsdecode(index.paths[9])).unlink()  # deleted after the listing
     skips = streams.SkippedFiles()
-    stream = _engine(engine).training_stream(index, np.arange(24), 8, seed=0, first_epoch=0, epochs=1, shard=(0, 1),
-                                             transform=streams.Transform((16, 16)), num_classes=None, skips=skips)
+    feed = Feed(8, transform=streams.Transform((16, 16)), skips=skips)
+    stream = _engine(engine).training_stream(index, np.arange(24), feed, Epochs(0, 1))
     labels, weights = _read(stream, order.steps_per_epoch(24, 8) + 1)  # into the slack epoch
     err = capsys.readouterr().err
     assert skips.counts[0] == 2 and skips.rows[0] == {4, 9}
@@ -105,8 +106,8 @@ def test_a_file_broken_or_deleted_mid_run_is_named_counted_and_skipped(engine, t
 def test_strict_makes_an_unreadable_file_an_error_that_names_it(engine, tmp_path):
     index = _folder(tmp_path, count=8)
     (tmp_path / os.fsdecode(index.paths[2])).write_bytes(b"")
-    stream = _engine(engine).evaluation_stream(index, np.arange(8), 8, shard=(0, 1), transform=streams.Transform(
-        (16, 16)), num_classes=None, skips=streams.SkippedFiles(strict=True))
+    feed = Feed(8, transform=streams.Transform((16, 16)), skips=streams.SkippedFiles(strict=True))
+    stream = _engine(engine).evaluation_stream(index, np.arange(8), feed)
     with pytest.raises(Exception) as caught:
         _read(stream, 1)
     assert streams.STRICT_MARK in str(caught.value) and str(index.path(2)) in str(caught.value)
@@ -122,12 +123,11 @@ def test_crops_give_the_models_input_size(engine, crop, tmp_path):
     index = _folder(tmp_path, count=6, size=(120, 90))
     transform = streams.Transform((32, 32), crop, flip=crop == "random-resized")
     make = _engine(engine)
+    feed = Feed(3, seed=1, transform=transform, skips=streams.SkippedFiles())
     if crop == "center":
-        stream = make.evaluation_stream(index, np.arange(6), 3, shard=(0, 1), transform=transform, num_classes=None,
-                                        skips=streams.SkippedFiles())
+        stream = make.evaluation_stream(index, np.arange(6), feed)
     else:
-        stream = make.training_stream(index, np.arange(6), 3, seed=1, first_epoch=0, epochs=1, shard=(0, 1),
-                                      transform=transform, num_classes=None, skips=streams.SkippedFiles())
+        stream = make.training_stream(index, np.arange(6), feed, Epochs(0, 1))
     images, _, _ = next(iter(stream))
     assert np.asarray(images).shape == (3, 32, 32, 3) and np.asarray(images).dtype == np.uint8
 
@@ -139,8 +139,8 @@ def test_both_engines_take_the_same_centre_crop(tmp_path):
 
     index = _folder(tmp_path, count=3, size=(90, 120))
     transform = streams.Transform((24, 24), "center")
-    stream = _engine("tf").evaluation_stream(index, np.arange(3), 3, shard=(0, 1), transform=transform,
-                                             num_classes=None, skips=streams.SkippedFiles())
+    stream = _engine("tf").evaluation_stream(index, np.arange(3), Feed(3, transform=transform,
+                                                                       skips=streams.SkippedFiles()))
     from_tf = np.asarray(next(iter(stream))[0], np.float64)
     from_pil = np.stack([decode_transformed(index.path(i), transform) for i in range(3)]).astype(np.float64)
     assert np.abs(from_tf - from_pil).mean() < 12  # the same region (a shifted crop of noise differs by ~85)
@@ -154,24 +154,22 @@ def test_random_resized_boxes_keep_to_the_area_and_ratio():
     rng = np.random.default_rng(0)
     for _ in range(500):
         height, width = (int(v) for v in rng.integers(50, 600, 2))
-        top, left, h, w = random_resized_box(height, width, rng)
+        top, left, h, w = random_resized_box(height, width, rng, Crop())
         assert 0 <= top <= height - h and 0 <= left <= width - w
         fallback = (h, w) in ((height, width), (height, round(height * 4 / 3)), (round(width * 3 / 4), width))
         if not fallback:
             assert 0.08 - 0.02 <= h * w / (height * width) <= 1.0
             assert math.log(3 / 4) - 0.05 <= math.log(w / h) <= math.log(4 / 3) + 0.05
-    assert center_box(300, 400) == (19, 69, 262, 262)  # 0.875 of the shorter side, centred
+    assert center_box(300, 400, Crop().center) == (19, 69, 262, 262)  # 0.875 of the shorter side, centred
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_mid_epoch_resume_reads_the_rows_an_uninterrupted_stream_reads_next(engine, tmp_path):
     index = _folder(tmp_path, count=24)
     make = _engine(engine)
-    common = dict(seed=5, epochs=2, shard=(0, 1), transform=streams.Transform((16, 16)), num_classes=None)
-
     def labels(first_epoch, first_step, batches):
-        stream = make.training_stream(index, np.arange(24), 4, first_epoch=first_epoch, first_step=first_step,
-                                      skips=streams.SkippedFiles(), **common)
+        feed = Feed(4, seed=5, transform=streams.Transform((16, 16)), skips=streams.SkippedFiles())
+        stream = make.training_stream(index, np.arange(24), feed, Epochs(first_epoch, 2, first_step))
         return _read(stream, batches)[0].tolist()
 
     whole = labels(0, 0, 12)  # two epochs of 6 steps

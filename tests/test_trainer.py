@@ -13,7 +13,7 @@ def _job(folder, test_each_epoch):
     splits = types.SimpleNamespace(class_names=["a", "b", "c"], x_train=np.zeros(10), x_test=np.zeros(4))
     return types.SimpleNamespace(
         config=config, splits=splits, distribution=types.SimpleNamespace(shard=(0, 1), replicas=1),
-        steps_per_epoch=5, streamed=False, global_batch=2, folder=folder, state=folder, speed={"device": "cpu"},
+        steps_per_epoch=5, images_per_epoch=10, streamed=False, global_batch=2, folder=folder, state=folder, speed={"device": "cpu"},
         skips=None, interrupt=stopping.DeferredInterrupt())
 
 

@@ -4,19 +4,17 @@ import csv
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY, run_cli, start_cli
 from helpers import event_steps
 
 from alexnet.cli import main
-from alexnet.results.evaluation import load_model
-
-TINY = ["--limit-train", "96", "--val-size", "32", "--limit-test", "32", "--image-size", "67", "--batch-size", "32"]
+from alexnet.results.loading import load_model
+from alexnet.runs import RunFolder
 
 
 def _history(run_dir):
@@ -30,9 +28,8 @@ def _figures(run_dir):
 
 
 def _start(cifar_slice, run_dir, epochs, backend=None):
-    argv = [sys.executable, "-m", "alexnet", "train", "--data", str(cifar_slice), "--epochs", str(epochs),
-            "--run-dir", str(run_dir), *TINY, *(["--backend", backend] if backend else [])]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_cli("train", "--data", cifar_slice, "--epochs", epochs, "--run-dir", run_dir, *TINY,
+                     *(["--backend", backend] if backend else []))
 
 
 def _wait_for(path, process, timeout=180):
@@ -90,8 +87,7 @@ def test_ctrl_c_and_stop_signals_stop_cleanly_and_say_how_to_resume(cifar_slice,
         if backend is None:
             assert main(resume) == 0
         else:  # this process runs Keras on TensorFlow: the JAX run resumes in its own
-            resumed = subprocess.run([sys.executable, "-m", "alexnet", *resume], capture_output=True, text=True,
-                                     timeout=600)
+            resumed = run_cli(*resume)
             assert resumed.returncode == 0, resumed.stderr[-3000:]
             assert "Resuming after epoch" in resumed.stdout + resumed.stderr
         assert [int(row["epoch"]) for row in _history(run_dir)] == list(range(done + 1))
@@ -109,7 +105,7 @@ def test_a_stop_signal_after_the_last_epoch_leaves_the_report_to_the_resume(cifa
 
     def write_then_signal(model, path):
         written(model, path)
-        if Path(path).name == trainer.RunFolder.FINAL:
+        if Path(path).name == RunFolder.FINAL:
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(trainer, "save_model_atomic", write_then_signal)
@@ -141,11 +137,12 @@ def test_same_seed_same_history_to_the_last_digit(cifar_slice, tmp_path):
 def test_jit_on_tensorflow_s_cpu_compiles_with_xla(cifar_slice, tmp_path, monkeypatch, capsys):
     """Keras does not compile with XLA while op determinism is on (and says so only in a warning): a run that
     said XLA on trained without it. Now `--jit` turns op determinism off, also after an earlier run here set it."""
-    from alexnet.settings import recipes
+    from alexnet.model import compiling
 
     assert main(["train", "--data", str(cifar_slice), "--epochs", "1", "--run-dir", str(tmp_path / "a"), *TINY]) == 0
-    compiled, compile_model = [], recipes.compile_model
-    monkeypatch.setattr(recipes, "compile_model", lambda *a, **k: compiled.append(compile_model(*a, **k)) or compiled[-1])
+    compiled, compile_model = [], compiling.compile_model
+    monkeypatch.setattr(compiling, "compile_model",
+                        lambda *a, **k: compiled.append(compile_model(*a, **k)) or compiled[-1])
     assert main(["train", "--data", str(cifar_slice), "--epochs", "1", "--jit", "--run-dir", str(tmp_path / "b"),
                  *TINY]) == 0
     assert compiled[0].jit_compile is True
@@ -386,8 +383,7 @@ def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(cifar_slice, 
     assert main(["train", *args, "--run-dir", str(tmp_path / "whole")]) == 0
 
     run_dir = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "alexnet", "train", *args, "--run-dir", str(run_dir)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_cli("train", *args, "--run-dir", run_dir)
     _wait_for(run_dir / "checkpoints" / "epoch-0001-step-0000003.keras", process)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
@@ -410,9 +406,8 @@ def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(cifar_slice, 
 def test_sigterm_mid_epoch_saves_the_step_it_stopped_at(cifar_slice, tmp_path, capsys):
     """30 epochs, so that the signal lands in training however fast the machine (3 ended before it on a fast one)."""
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "alexnet", "train", "--data", str(cifar_slice), "--epochs", "30",
-                                *MID_EPOCH[:-2], "--checkpoint-every", "0", "--run-dir", str(run_dir)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_cli("train", "--data", cifar_slice, "--epochs", "30", *MID_EPOCH[:-2], "--checkpoint-every", "0",
+                        "--run-dir", run_dir)
     _wait_for(run_dir / "checkpoints" / "epoch-0001.keras", process)
     time.sleep(1.5)  # into a later epoch
     process.send_signal(signal.SIGTERM)

@@ -1,15 +1,21 @@
-"""Data sources: CIFAR-10 from Keras, image folders, CIFAR batch folders and archives.
+"""Data sources: CIFAR-10 from Keras, image folders, CIFAR batch folders and archives; and their splits.
 
 Every source gives the same thing, a `Dataset` of in-memory uint8 arrays:
 images (N, H, W, C) and int64 labels (N,) for the train and test parts, plus
 the class names in label order; an image folder too large for memory gives a
-`FileIndex` of its files in place of the image arrays, to stream (index.py). Decoding image files is slow, so decoded
-folders are cached as `.npy` files keyed by the files' names, sizes and
-modification times.
+`FileIndex` of its files in place of the image arrays, to stream. Decoding image
+files is slow, so decoded folders are cached as `.npy` files keyed by the
+files' names, sizes and modification times.
 
-One module per source (keras_cifar, cifar_batches, image_folder, archives)
-and per shared concern (images: decoding one file; cache: the cache folder).
-Keras is imported only inside the functions that need it.
+- `dataset.py`: the `Dataset` every source gives.
+- one module per source: `keras_cifar.py`, `cifar_batches.py`, `image_folder.py` (with `layouts.py`: where
+  a folder keeps its parts and labels), `archives.py`;
+- shared concerns: `images.py` (decoding one file), `cache.py` (the cache folder), `index.py` (a streamed
+  folder's `FileIndex`);
+- `splits.py`: the train / validation / test splits of a dataset, seeded, disjoint and checked.
+
+May import: `alexnet.settings` (the recipes' crop, for splits). Keras is imported only inside the functions
+that need it (`keras.datasets`).
 """
 
 from pathlib import Path
@@ -17,8 +23,13 @@ from pathlib import Path
 from alexnet import console
 from alexnet.data.archives import ARCHIVE_SUFFIXES, _dataset_root, extract_archive
 from alexnet.data.cache import cache_dir, writable_cache_dir
-from alexnet.data.cifar_batches import (CIFAR10_CLASSES, _find_cifar_batches, read_cifar_batch, read_cifar_batches,
-                                        safe_unpickle)
+from alexnet.data.cifar_batches import (
+    CIFAR10_CLASSES,
+    _find_cifar_batches,
+    read_cifar_batch,
+    read_cifar_batches,
+    safe_unpickle,
+)
 from alexnet.data.dataset import Dataset
 from alexnet.data.image_folder import IMAGE_EXTENSIONS, MAX_STORED_SIDE, load_image_folder
 from alexnet.data.images import _resized, decode_image

@@ -52,7 +52,8 @@ def load_image_folder(root, storage_size=None, strict=False, test_only=False, st
         streamed = _cached_index(root, listing, stream)
         if streamed is not None:
             return streamed
-    class_ids, class_names, paths, labels, parts = list_files(layout, test_only)
+    files = list_files(layout, test_only)
+    class_ids, class_names, paths, labels, parts = files
     # The key uses the size as asked ("auto" for None), so a cached folder loads without reading any image.
     key = _folder_key(paths, storage_size)
     cached = _cache_folder(key)
@@ -70,7 +71,7 @@ def load_image_folder(root, storage_size=None, strict=False, test_only=False, st
                               f"{_bytes(memory_budget())} available): streaming them from disk (--no-stream "
                               "refuses instead)")
     if stream:
-        return _index_folder(root, listing, class_ids, class_names, paths, labels, parts, storage_size)
+        return _index_folder(root, listing, files, storage_size)
     size = _storage_size(paths, storage_size, root)
     _check_memory(len(paths), size, root)
     images = _decode_all(paths, size, root)
@@ -183,8 +184,9 @@ def _sample(paths, count=1000):
     return [paths[i] for i in sorted(np.random.default_rng(0).choice(len(paths), count, replace=False))]
 
 
-def _index_folder(root, key, class_ids, class_names, paths, labels, parts, storage_size):
-    """The streamed dataset: FileIndex of the train and test files (cached), never decoded here."""
+def _index_folder(root, key, files, storage_size):
+    """The streamed dataset: FileIndex of the train and test files (a `layouts.Listing`; cached), never decoded."""
+    class_ids, class_names, paths, labels, parts = files
     size = _storage_size(_sample(paths), storage_size, root)
     relative = np.array([os.fsencode(str(p.relative_to(root))) for p in paths])
     arrays = {"paths": relative, "labels": np.asarray(labels, np.int64),

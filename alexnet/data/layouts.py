@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +34,16 @@ WNID = re.compile(r"n\d{8}")  # an ImageNet class folder: a WordNet synset id
 KAGGLE_IMAGES = Path("ILSVRC") / "Data" / "CLS-LOC"
 KAGGLE_VAL_LABELS = "LOC_val_solution.csv"
 SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")  # "n01440764 tench, Tinca tinca" per line
+
+
+class Listing(typing.NamedTuple):
+    """Every image file of a layout with its label and part (`list_files`)."""
+
+    class_ids: list  # the class folder names (wnids for ImageNet), in label order
+    class_names: list  # their display names
+    paths: list  # the files (Path): train first, then test, each by class
+    labels: list  # int, one a file
+    parts: list  # "train" or "test", one a file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +119,7 @@ def list_files(layout, test_only=False):
     """Every image file of a layout with its label and part: train first, then test, each by class.
 
     Returns:
-        (class_ids, class_names, paths, labels, parts): the class folder names (wnids for ImageNet) in label
-        order, their display names, the files (Path), their labels (int) and parts ("train" or "test").
+        A `Listing` (class_ids, class_names, paths, labels, parts).
 
     Raises:
         UsageError: For a layout whose parts disagree (other classes in each, a single class, an empty
@@ -141,7 +151,7 @@ def list_files(layout, test_only=False):
             paths += files.get(name, [])
             labels += [label] * len(files.get(name, []))
             parts += [part] * len(files.get(name, []))
-    return class_ids, display_names(class_ids, layout.synsets), paths, labels, parts
+    return Listing(class_ids, display_names(class_ids, layout.synsets), paths, labels, parts)
 
 
 def display_names(class_ids, synsets):

@@ -8,9 +8,9 @@ from typing import Optional
 import numpy as np
 
 from alexnet import console
-from alexnet.settings import recipes
 from alexnet.data import FileIndex, load_dataset
 from alexnet.errors import AlexnetError, UsageError
+from alexnet.settings import recipes
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def splits_for(config, test_only=False):
     return load_splits(config.data, val_size=config.val_size, seed=config.seed, limit_train=config.limit_train,
                        limit_test=config.limit_test, storage_size=config.storage_size, strict=config.strict,
                        test_only=test_only, stream=config.stream,
-                       crops=recipes.get(config.recipe).crop == "random-resized")
+                       crops=recipes.get(config.recipe).crops_in_pipeline)
 
 
 def test_indices(n_test, seed=0, limit_test=None):

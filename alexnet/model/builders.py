@@ -12,9 +12,10 @@ the same raw images as training did.
 import keras
 from keras import layers
 
-from alexnet.model.architecture import VARIANTS, feature_map_size, min_image_size
 from alexnet.errors import UsageError
+from alexnet.model.architecture import CONVS, POOL, VARIANTS, feature_map_size, min_image_size
 from alexnet.model.layers import LocalResponseNormalization, PerImageStandardization, Resize
+
 
 def _check_args(input_shape, num_classes, image_size):
     if len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):
@@ -28,10 +29,10 @@ def _check_args(input_shape, num_classes, image_size):
         )
 
 
-def _conv_block(x, index, filters, kernel, strides, normalization, pool):
-    """conv -> ReLU -> normalization -> optional 3x3/2 max pooling, layers named by index."""
+def _conv_block(x, index, conv, normalization):
+    """conv -> ReLU -> normalization -> optional 3x3/2 max pooling (an `architecture.Conv`), layers named by index."""
     x = layers.Conv2D(
-        filters, kernel, strides=strides, padding="valid" if index == 1 else "same",
+        conv.filters, conv.kernel, strides=conv.stride, padding="valid" if index == 1 else "same",
         activation="relu", name=f"conv{index}",
     )(x)
     if normalization == "lrn":
@@ -39,8 +40,8 @@ def _conv_block(x, index, filters, kernel, strides, normalization, pool):
         x = LocalResponseNormalization(n=5, k=2.0, alpha=1e-4, beta=0.75, name=f"lrn{index}", dtype="float32")(x)
     else:
         x = layers.BatchNormalization(name=f"bn{index}")(x)
-    if pool:
-        x = layers.MaxPooling2D(pool_size=3, strides=2, name=f"pool{index}")(x)
+    if conv.pool:
+        x = layers.MaxPooling2D(pool_size=POOL[0], strides=POOL[1], name=f"pool{index}")(x)
     return x
 
 
@@ -54,11 +55,8 @@ def _build(name, input_shape, num_classes, image_size, early_normalization, augm
     if augmentation is not None:  # after standardizing, so that padding with zeros pads with the image mean
         x = augmentation(x)
     x = Resize(image_size, image_size, interpolation="bilinear", name="resize", dtype="float32")(x)
-    x = _conv_block(x, 1, 96, 11, 4, early_normalization, pool=True)  # (B, 55, 55, 96) at 227
-    x = _conv_block(x, 2, 256, 5, 1, early_normalization, pool=True)  # (B, 27, 27, 256)
-    x = _conv_block(x, 3, 384, 3, 1, "batch", pool=False)  # (B, 13, 13, 384)
-    x = _conv_block(x, 4, 384, 3, 1, "batch", pool=False)
-    x = _conv_block(x, 5, 256, 3, 1, "batch", pool=True)  # (B, 6, 6, 256)
+    for index, conv in enumerate(CONVS, start=1):  # (B, 55, 55, 96), (B, 27, 27, 256), ..., (B, 6, 6, 256) at 227
+        x = _conv_block(x, index, conv, early_normalization if index <= 2 else "batch")
     x = layers.Flatten(name="flatten")(x)  # (B, 9216) at 227
     x = layers.Dense(4096, activation="relu", name="fc1")(x)
     x = layers.Dropout(0.5, name="drop1")(x)

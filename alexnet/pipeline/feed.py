@@ -1,39 +1,65 @@
-"""What a run's `fit` reads: seeded array batches of in-memory splits, or streams of files on disk."""
+"""How one split is fed, as one value: `Feed` (batch, sharding, seed, labels, how a file becomes an image), and
+`Epochs` (which part of training a fit reads).
 
-from alexnet.pipeline import order, streams
-from alexnet.pipeline.arrays import ArrayBatches, make_dataset, training_batches
+Every engine, arrays or streams, tf.data or Grain, takes the same two values, and
+reads its rows from `alexnet.pipeline.order` through them: one rule for the
+global batch, the steps of an epoch and each process's share.
+Keras-free: Grain's worker processes import the pipeline.
+"""
+
+import dataclasses
+from typing import Optional
+
+from alexnet.pipeline import order
 
 
-def fit_data(job, first, last, first_step=0):
-    """(training, validation, test data, fit's extra arguments) of a `trainer.Job` fitting epochs first..last-1,
-    the first from step `first_step` on.
+@dataclasses.dataclass(frozen=True)
+class Feed:
+    """What every batch of one split is made with."""
 
-    Epoch e reads the order an uninterrupted run would (`alexnet.pipeline.order`), whatever
-    came before: a resumed run, at an epoch's end or mid-way, reads what it would
-    have. Streams for a streamed run, else array batches; fit is told the steps
-    of each epoch (the first has `first_step` fewer). The test data only with
-    --test-each-epoch; the validation data None with --val-size 0.
-    """
-    config, splits, shard, replicas = job.config, job.splits, job.distribution.shard, job.distribution.replicas
-    classes = job.one_hot_classes
-    steps = {"steps_per_epoch": job.steps_per_epoch - first_step}
-    validate = len(splits.x_val) > 0
-    if job.streamed:
-        train, evaluation = job.transforms
-        common = dict(shard=shard, transform=evaluation, num_classes=classes, skips=job.skips)
-        if validate:  # known lengths: Keras would otherwise read to the end once and warn that the data ran out
-            steps["validation_steps"] = order.evaluation_steps(len(splits.x_val), job.global_batch, replicas)
-        return (streams.training_stream(splits.x_train, splits.y_train, job.global_batch, seed=config.seed,
-                                          first_epoch=first, epochs=last, first_step=first_step,
-                                          **{**common, "transform": train}),
-                streams.evaluation_stream(splits.x_val, splits.y_val, job.global_batch, replicas=replicas, **common)
-                if validate else None,
-                streams.evaluation_stream(splits.x_test, splits.y_test, job.global_batch, replicas=replicas,
-                                            **common),
-                steps)
-    train = training_batches(splits.x_train, splits.y_train, job.global_batch, seed=config.seed, first_epoch=first,
-                             epochs=last, first_step=first_step, num_classes=classes, shard=shard, replicas=replicas)
-    common = dict(num_classes=classes, shard=shard, replicas=replicas)
-    return (train, make_dataset(splits.x_val, splits.y_val, job.global_batch, **common) if validate else None,
-            make_dataset(splits.x_test, splits.y_test, job.global_batch, **common) if config.test_each_epoch else None,
-            steps if not isinstance(train, ArrayBatches) else {})  # a PyDataset knows its length
+    global_batch: int  # images per step, all processes together (per-replica batch x replicas)
+    shard: tuple = (0, 1)  # (this process, processes): each reads its block of every global batch
+    replicas: int = 1  # devices a global batch is split over: evaluation pads its last batch to a multiple
+    seed: int = 0  # the order of each training epoch, and a streamed file's random crop and flip
+    num_classes: Optional[int] = None  # labels become one-hot vectors of this many classes (label smoothing)
+    transform: Optional[object] = None  # streamed files: how one becomes an image (`streams.Transform`)
+    skips: Optional[object] = None  # streamed files: where the unreadable ones are named and counted
+
+    @property
+    def batch(self):
+        """Images per batch of this process."""
+        return self.global_batch // self.shard[1]
+
+    @property
+    def weighted(self):
+        """Evaluation batches carry weights (0 on padding) where a last batch may be padded for the devices."""
+        return self.replicas > 1
+
+    def steps_per_epoch(self, n):
+        """Training steps of an epoch of n rows (`order.steps_per_epoch`: whole global batches)."""
+        return order.steps_per_epoch(n, self.global_batch)
+
+    def training_rows(self, n, epoch):
+        """This process's rows of training epoch `epoch`, in order (`order.epoch_rows`)."""
+        return order.epoch_rows(n, self.global_batch, self.seed, epoch, self.shard)
+
+    def evaluation_rows(self, n):
+        """This process's rows of an evaluation: every row once; -1 marks padding (`order.evaluation_rows`)."""
+        return order.evaluation_rows(n, self.global_batch, self.shard, self.replicas)
+
+    def evaluation_steps(self, n):
+        return order.evaluation_steps(n, self.global_batch, self.replicas)
+
+
+@dataclasses.dataclass(frozen=True)
+class Epochs:
+    """The training epochs a fit reads: `first` to `stop` - 1, the first from step `first_step` on."""
+
+    first: int = 0  # 0-based
+    stop: int = 1  # the epoch to stop before (fit's `epochs`)
+    first_step: int = 0  # steps of the first epoch already done (a mid-epoch resume)
+
+    def rows(self, feed, n, epoch):
+        """This process's rows of `epoch`, less those of the steps done before a mid-epoch resume."""
+        rows = feed.training_rows(n, epoch)
+        return rows[self.first_step * feed.batch:] if epoch == self.first else rows

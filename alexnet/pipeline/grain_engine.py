@@ -10,12 +10,12 @@ batch has the same shape (JAX compiles one step).
 Worker processes import this module, which imports neither Keras nor a backend.
 """
 
+import dataclasses
 import math
 import os
 
 import numpy as np
 
-from alexnet.pipeline import order
 from alexnet.data.images import open_rgb
 
 # Decoding workers: Grain's own processes. ALEXNET_STREAM_WORKERS=0 decodes in the main process (threads).
@@ -30,13 +30,14 @@ def workers():
 # --- One file -------------------------------------------------------------------------------
 
 
-def random_resized_box(height, width, rng, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts=10):
+def random_resized_box(height, width, rng, geometry, attempts=10):
     """(top, left, crop height, crop width): torchvision's RandomResizedCrop.get_params, with a numpy generator.
 
-    A box of `area` of the image's area and an aspect ratio (width / height) in
-    `ratio`, log-uniform; after `attempts` misses, the centre crop of the whole
-    image with its ratio clamped to `ratio`.
+    A box of `geometry.area` of the image's area and an aspect ratio (width / height)
+    in `geometry.ratio` (a `recipes.Crop`), log-uniform; after `attempts` misses,
+    the centre crop of the whole image with its ratio clamped to the ratio range.
     """
+    area, ratio = geometry.area, geometry.ratio
     for _ in range(attempts):
         target = height * width * rng.uniform(*area)
         aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
@@ -53,7 +54,7 @@ def random_resized_box(height, width, rng, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def center_box(height, width, center=0.875):
+def center_box(height, width, center):
     """(top, left, side, side): the centre square that resizing the shorter side to S / center, then cropping
     S, keeps (in the image's own pixels)."""
     side = max(1, round(min(height, width) * center))
@@ -72,9 +73,9 @@ def decode_transformed(path, transform, rng=None):
     with open_rgb(path, draft_for=(out_w, out_h) if transform.crop == "resize" else None) as image:
         width, height = image.size
         if transform.crop == "random-resized":
-            top, left, h, w = random_resized_box(height, width, rng, transform.area, transform.ratio)
+            top, left, h, w = random_resized_box(height, width, rng, transform.geometry)
         elif transform.crop == "center":
-            top, left, h, w = center_box(height, width, transform.center)
+            top, left, h, w = center_box(height, width, transform.geometry.center)
         else:
             top, left, h, w = 0, 0, height, width
         image = image.resize((out_w, out_h), Image.BILINEAR, box=(left, top, left + w, top + h))
@@ -112,24 +113,24 @@ class _Rows:
     epochs=None: evaluation, every row once (epoch -1). Picklable, for Grain's workers.
     """
 
-    def __init__(self, n, global_batch, shard, seed=0, epochs=None, replicas=1, first_step=0):
-        self.n, self.global_batch, self.shard, self.seed, self.replicas = n, global_batch, shard, seed, replicas
-        self.epochs = list(epochs) if epochs is not None else [-1]
-        self.per_epoch = len(self._rows(self.epochs[0]))
-        self.done = first_step * (global_batch // shard[1])  # rows of the first epoch read before a mid-epoch stop
+    def __init__(self, n, feed, epochs=None):
+        self.n, self.feed, self.epochs = n, dataclasses.replace(feed, skips=None), epochs  # skips hold a lock
+        self.numbers = list(range(epochs.first, epochs.stop + 1)) if epochs else [-1]  # one epoch of slack
+        self.per_epoch = len(self._rows(self.numbers[0]))
+        self.done = epochs.first_step * feed.batch if epochs else 0  # rows of the first epoch read before a stop
         self._cached = (None, None)
 
     def _rows(self, epoch):
         if epoch < 0:
-            return order.evaluation_rows(self.n, self.global_batch, self.shard, self.replicas)
-        return order.epoch_rows(self.n, self.global_batch, self.seed, epoch, self.shard)
+            return self.feed.evaluation_rows(self.n)
+        return self.feed.training_rows(self.n, epoch)
 
     def __len__(self):
-        return len(self.epochs) * self.per_epoch - self.done
+        return len(self.numbers) * self.per_epoch - self.done
 
     def __getitem__(self, k):
         which, position = divmod(k + self.done, self.per_epoch)
-        epoch = self.epochs[which]
+        epoch = self.numbers[which]
         if self._cached[0] != epoch:
             self._cached = (epoch, self._rows(epoch))
         return np.array([epoch, self._cached[1][position]], np.int64)
@@ -149,29 +150,25 @@ class _Audit:
         return images, labels, weights
 
 
-def _stream(rows, index, labels, batch, transform, seed, num_classes, skips):
-    import grain
+def _stream(rows, index, labels, feed):
+    import grain  # the JAX and PyTorch extras install it
 
-    dataset = grain.MapDataset.source(rows).map(_Load(index, labels, transform, seed, num_classes)).batch(batch)
-    dataset = dataset.to_iter_dataset()
+    load = _Load(index, labels, feed.transform, feed.seed, feed.num_classes)
+    dataset = grain.MapDataset.source(rows).map(load).batch(feed.batch).to_iter_dataset()
     if workers() > 0:
         from absl import flags  # Grain's workers read absl flags, which only an absl program parses
 
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers()))
-    return dataset.map(_Audit(index, skips))
+    return dataset.map(_Audit(index, feed.skips))
 
 
-def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, shard, transform, num_classes, skips,
-                    first_step=0):
+def training_stream(index, labels, feed, epochs):
     """See `streams.training_stream`."""
-    rows = _Rows(len(index), global_batch, shard, seed, range(first_epoch, epochs + 1),  # one epoch of slack
-                 first_step=first_step)
-    return _stream(rows, index, labels, global_batch // shard[1], transform, seed, num_classes, skips)
+    return _stream(_Rows(len(index), feed, epochs), index, labels, feed)
 
 
-def evaluation_stream(index, labels, global_batch, *, shard, transform, num_classes, skips, replicas=1):
+def evaluation_stream(index, labels, feed):
     """See `streams.evaluation_stream`."""
-    rows = _Rows(len(index), global_batch, shard, replicas=replicas)
-    return _stream(rows, index, labels, global_batch // shard[1], transform, 0, num_classes, skips)
+    return _stream(_Rows(len(index), feed), index, labels, feed)

@@ -2,7 +2,9 @@
 
 Training reads, epoch by epoch, a seeded permutation of the rows, cut to whole
 global batches (the remainder, fewer than one global batch, waits for another
-epoch's permutation). Global batch j is rows [j*B, (j+1)*B) of the epoch's
+epoch's permutation). This is the one steps-per-epoch rule, for arrays in
+memory and streamed files alike: every training step has the same shape, so a
+compiled step is compiled once, and every device gets the same share. Global batch j is rows [j*B, (j+1)*B) of the epoch's
 permutation, and process p of N reads its block [p*B/N, (p+1)*B/N) of it: so the
 N processes read disjoint rows, together every row of the cut permutation
 once, and each global batch is the processes' blocks in process order, which is

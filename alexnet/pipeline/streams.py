@@ -7,11 +7,14 @@ shard (`alexnet.pipeline.order`), in bounded memory. What a file becomes is a
 
 - "resize": the whole image resized to the storage size (CIFAR-style data; the
   model's shift-and-flip augmentation then applies, as in memory);
-- "random-resized": training on full-size photos: a random crop of 8-100% of the
-  area with an aspect ratio of 3/4-4/3, resized to the model's input, and a
-  horizontal flip (the ImageNet standard, as recipe values);
+- "random-resized": training on full-size photos: a random crop, resized to the
+  model's input, and a horizontal flip (the ImageNet standard; its numbers are
+  the recipe's `recipes.Crop`);
 - "center": evaluation on full-size photos: the shorter side resized to
-  size / 0.875, then the centre crop (as torchvision does).
+  size / `Crop.center`, then the centre crop (as torchvision does).
+
+How a file becomes the model's input is decided here alone, for training
+(`transforms`), evaluation (`evaluation_transform`) and prediction (`decoder`).
 
 Standardization stays in the model, so a saved model takes uint8 images at its
 input size whatever the pipeline. Every batch is (images, labels, weights);
@@ -26,7 +29,12 @@ import logging
 import threading
 from collections import defaultdict
 
+import numpy as np
+
+from alexnet.data.images import decode_image
 from alexnet.errors import AlexnetError
+from alexnet.pipeline.grain_engine import decode_transformed
+from alexnet.settings import recipes
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +50,7 @@ class Transform:
     crop: str = "resize"  # one of CROPS
     flip: bool = False  # random horizontal flip (training)
     mirror: bool = False  # always flip (test-time augmentation)
-    area: tuple = (0.08, 1.0)  # random-resized: fraction of the image's area
-    ratio: tuple = (3 / 4, 4 / 3)  # random-resized: width / height
-    center: float = 0.875  # center: the crop's side over the resized shorter side
+    geometry: recipes.Crop = recipes.Crop()  # random-resized and center: the crop's numbers
 
 
 class SkippedFiles:
@@ -77,34 +83,24 @@ def strict_message(text):
     return line[start if start >= 0 else 0:line.index(STRICT_MARK) + len(STRICT_MARK)]
 
 
-def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, shard, transform, num_classes, skips,
-                    first_step=0):
-    """Batches of (images, labels, weights) for `model.fit` over epochs first_epoch..epochs-1, with one epoch of
-    slack at the end (a skipped file moves later rows forward); fit must be given `steps_per_epoch`. The first
-    epoch starts at step `first_step` (a mid-epoch resume: the rows an uninterrupted run would read next).
+def training_stream(index, labels, feed, epochs):
+    """Batches of (images, labels, weights) for `model.fit` over `epochs` (a `feed.Epochs`), with one epoch of
+    slack at the end (a skipped file moves later rows forward); fit must be given `steps_per_epoch`. A mid-epoch
+    resume starts at the rows an uninterrupted run would read next.
 
     Args:
         index: the training split's `FileIndex`.
         labels: int64 (N,).
-        global_batch: images per step, all processes together.
-        seed: the run's seed (the order of each epoch, and the random crops and flips).
-        first_epoch: the first epoch to read (a resumed run's).
-        epochs: the run's total epochs.
-        shard: (this process, processes).
-        transform: a `Transform`.
-        num_classes: labels become one-hot vectors of this many classes, if given.
-        skips: a `SkippedFiles`.
+        feed: a `feed.Feed` with its `transform` and `skips` (a `SkippedFiles`).
+        epochs: a `feed.Epochs`.
     """
-    return _engine().training_stream(index, labels, global_batch, seed=seed, first_epoch=first_epoch, epochs=epochs,
-                                     shard=shard, transform=transform, num_classes=num_classes, skips=skips,
-                                     first_step=first_step)
+    return _engine().training_stream(index, labels, feed, epochs)
 
 
-def evaluation_stream(index, labels, global_batch, *, shard, transform, num_classes, skips, replicas=1):
+def evaluation_stream(index, labels, feed):
     """Batches of (images, labels, weights) of every image once, in order; the last batch padded with weight 0
-    to a multiple of `replicas` (devices), as in memory."""
-    return _engine().evaluation_stream(index, labels, global_batch, shard=shard, transform=transform,
-                                       num_classes=num_classes, skips=skips, replicas=replicas)
+    to a multiple of `feed.replicas` (devices), as in memory."""
+    return _engine().evaluation_stream(index, labels, feed)
 
 
 def _engine():
@@ -120,24 +116,44 @@ def _engine():
 
 
 def transforms(recipe, stored_size, image_size):
-    """(training, evaluation) `Transform`s of a streamed split under `recipe` (recipes.Recipe).
+    """(training, evaluation) `Transform`s of a streamed split under `recipe` (a `recipes.Recipe`).
 
-    "random-resized" recipes crop in the pipeline to the model's input
-    (image_size); the others resize each file to the storage size, as the
-    in-memory path stores it, and leave augmentation to the model.
+    Recipes that crop in the pipeline crop to the model's input (image_size);
+    the others resize each file to the storage size, as the in-memory path
+    stores it, and leave augmentation to the model.
     """
-    if recipe.crop == "random-resized":
+    if recipe.crops_in_pipeline:
         size = (image_size, image_size)
-        return (Transform(size, "random-resized", flip=recipe.flip, area=recipe.crop_area, ratio=recipe.crop_ratio),
-                Transform(size, "center", center=recipe.center_crop))
+        return (Transform(size, "random-resized", flip=recipe.flip, geometry=recipe.geometry),
+                Transform(size, "center", geometry=recipe.geometry))
     return Transform(tuple(stored_size)), Transform(tuple(stored_size))
+
+
+def evaluation_transform(run, size):
+    """How a file becomes the input (of side `size`) of a model that a run trained: as the run evaluated its
+    streamed files (the centre crop of a cropping recipe), else the whole image resized.
+
+    Args:
+        run: the run's config.json, or {} for a model without its run.
+        size: (height, width) the model takes.
+    """
+    recipe = recipes.get(run.get("settings", {}).get("recipe", "tutorial"))
+    if run.get("data", {}).get("streamed") and recipe.crops_in_pipeline:
+        return transforms(recipe, size, size[0])[1]
+    return Transform(tuple(size))
+
+
+def decoder(run, size):
+    """A function of a file's path -> the uint8 image that a model (of input `size`) from `run` (its config.json,
+    or {}) takes: a streamed run's files as it evaluated them (`evaluation_transform`), else as the in-memory
+    loader stores them."""
+    transform = evaluation_transform(run, size)
+    if transform.crop == "resize":
+        return lambda file: decode_image(file, tuple(size))
+    return lambda file: decode_transformed(file, transform)
 
 
 def decoded(index, rows, transform):
     """uint8 images (len(rows), H, W, 3) of a few files (pictures, export checks), decoded with PIL."""
-    import numpy as np
-
-    from alexnet.pipeline.grain_engine import decode_transformed
-
     return np.stack([decode_transformed(index.path(int(row)), transform) for row in rows]) if len(rows) else \
         np.zeros((0, *transform.size, 3), np.uint8)

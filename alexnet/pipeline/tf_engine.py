@@ -13,8 +13,6 @@ import itertools
 import numpy as np
 import tensorflow as tf
 
-from alexnet.pipeline import order
-
 
 def _decode(contents, transform, seed):
     """A file's bytes -> uint8 (height, width, 3), transformed (`streams.Transform`); seed: stateless, shape (2,)."""
@@ -51,15 +49,17 @@ def _window(contents, transform, seed):
     def whole(shape):
         return tf.stack([0, 0, shape[0], shape[1]])
 
+    geometry = transform.geometry
+
     def center(shape):
-        side = tf.maximum(1, tf.cast(tf.round(tf.cast(tf.minimum(shape[0], shape[1]), tf.float32) * transform.center),
+        side = tf.maximum(1, tf.cast(tf.round(tf.cast(tf.minimum(shape[0], shape[1]), tf.float32) * geometry.center),
                                      tf.int32))
         return tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
 
     def random_resized(shape):
         begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
             tf.cast(shape, tf.int32), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-            min_object_covered=0.0, aspect_ratio_range=transform.ratio, area_range=transform.area, max_attempts=10,
+            min_object_covered=0.0, aspect_ratio_range=geometry.ratio, area_range=geometry.area, max_attempts=10,
             use_image_if_no_bounding_boxes=True)
         return tf.stack([begin[0], begin[1], extent[0], extent[1]])
 
@@ -95,8 +95,10 @@ class _Audit:
         return np.int64(len(rows))
 
 
-def _stream(index, labels, batch, transform, seed, num_classes, skips, epochs, rows_of):
-    """(epoch, row) pairs -> files -> batches of (images, labels, weights)."""
+def _stream(index, labels, feed, epochs, rows_of):
+    """(epoch, row) pairs -> files -> batches of (images, labels, weights); epochs: their numbers (-1: evaluation),
+    rows_of(epoch): this process's rows of one."""
+    transform, seed, num_classes = feed.transform, feed.seed, feed.num_classes
     paths = tf.constant(index.full_paths())
     labels = tf.constant(np.asarray(labels, np.int64))
     n = len(index)
@@ -118,7 +120,7 @@ def _stream(index, labels, batch, transform, seed, num_classes, skips, epochs, r
 
     expected = ((epoch, rows_of(epoch)) for epoch in epochs)
     # Evaluation is read again every epoch, in the same order: its rows are expected again and again.
-    audit = _Audit(index, skips, itertools.cycle(expected) if list(epochs) == [-1] else expected)
+    audit = _Audit(index, feed.skips, itertools.cycle(expected) if list(epochs) == [-1] else expected)
 
     def check(images, labels, weights, epochs_, rows):
         counted = tf.numpy_function(audit, [epochs_, rows], tf.int64, stateful=True)
@@ -127,25 +129,15 @@ def _stream(index, labels, batch, transform, seed, num_classes, skips, epochs, r
 
     dataset = tf.data.Dataset.from_tensor_slices(tf.constant(list(epochs), tf.int64)).flat_map(epoch_rows)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
-    return dataset.batch(batch).map(check).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(feed.batch).map(check).prefetch(tf.data.AUTOTUNE)
 
 
-def training_stream(index, labels, global_batch, *, seed, first_epoch, epochs, shard, transform, num_classes, skips,
-                    first_step=0):
+def training_stream(index, labels, feed, epochs):
     """See `streams.training_stream`."""
-    n, done = len(index), first_step * (global_batch // shard[1])  # rows this process read before a mid-epoch stop
-
-    def rows_of(epoch):
-        rows = order.epoch_rows(n, global_batch, seed, epoch, shard)
-        return rows[done:] if epoch == first_epoch else rows
-
-    return _stream(index, labels, global_batch // shard[1], transform, seed, num_classes, skips,
-                   range(first_epoch, epochs + 1),  # one epoch of slack: a dropped file moves later rows forward
-                   rows_of)
+    return _stream(index, labels, feed, range(epochs.first, epochs.stop + 1),  # one epoch of slack: a dropped
+                   lambda epoch: epochs.rows(feed, len(index), epoch))  # file moves later rows forward
 
 
-def evaluation_stream(index, labels, global_batch, *, shard, transform, num_classes, skips, replicas=1):
+def evaluation_stream(index, labels, feed):
     """See `streams.evaluation_stream`."""
-    n = len(index)
-    return _stream(index, labels, global_batch // shard[1], transform, 0, num_classes, skips, [-1],
-                   lambda epoch: order.evaluation_rows(n, global_batch, shard, replicas))
+    return _stream(index, labels, feed, [-1], lambda epoch: feed.evaluation_rows(len(index)))

@@ -1,41 +1,19 @@
 """`alexnet evaluate`: test figures of a saved model, on the run's own test split or on other data."""
 
 import re
-import zipfile
 from pathlib import Path
 
 from alexnet import console
-from alexnet.data import ARCHIVE_SUFFIXES
-from alexnet.errors import AlexnetError, UsageError
-from alexnet.files import writing
-from alexnet.runs import RunFolder, resolve_target
+from alexnet.data import ARCHIVE_SUFFIXES, FileIndex
 from alexnet.data.splits import load_splits
-
-
-def load_model(path):
-    """Loads a `.keras` model saved by `alexnet train` for inference, with a clear error for a missing or bad file.
-
-    The model is not compiled (inference needs no optimizer); XLA is used where
-    `speed_settings` would use it for training on this hardware.
-    """
-    import keras
-
-    import alexnet.model.layers  # noqa: F401  (registers the custom layers for deserialization)
-    from alexnet.backend import speed_settings
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"no model file at {path}")
-    if not zipfile.is_zipfile(path):  # Keras reads a damaged archive as "File not found", which misleads
-        raise AlexnetError(f"cannot load {path}: it is not a valid Keras archive (a .keras file is a zip "
-                           "archive; this one is truncated, damaged or of another kind)")
-    try:
-        model = keras.saving.load_model(path, compile=False)
-        model.jit_compile = speed_settings(mixed_precision=False)["jit"]
-        return model
-    except Exception as error:  # Keras raises many types for truncated or foreign files
-        raise AlexnetError(f"cannot load {path} as a Keras model ({type(error).__name__}: "
-                           f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from error
+from alexnet.errors import UsageError
+from alexnet.files import writing
+from alexnet.pipeline import streams
+from alexnet.results.inference import StreamedImages
+from alexnet.results.loading import load_model, resolve_target
+from alexnet.results.report import LabelledImages, ReportOptions, write_report
+from alexnet.runs import RunFolder
+from alexnet.settings import recipes
 
 
 def _slug(data):
@@ -77,14 +55,12 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
             image size or classes do not fit the model.
         AlexnetError: For a model file that cannot be loaded, or data that cannot be read.
     """
-    from alexnet.results.report import write_report
-
     console.ensure_setup()
     target = resolve_target(target, "evaluated")
     config = target.run.settings("evaluated") if target.run else None
     model = load_model(target.model_file)
     own = data is None and (limit_test is None or (config is not None and limit_test == config.limit_test))
-    images, labels, class_names, data = test_split(model, target.run, data, limit_test)
+    test, data = test_split(model, target.run, data, limit_test)
     if out:
         out = Path(out)
     elif target.run is not None and own:  # evaluation/ holds the report of the run's own test split, nothing else
@@ -95,8 +71,7 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out}: is a file; give a folder for the report")
         out.mkdir(parents=True, exist_ok=True)
-    metrics = write_report(model, images, labels, class_names, out, batch_size=batch_size, tta=tta,
-                           ten_crop=ten_crop)
+    metrics = write_report(model, test, out, ReportOptions(batch_size, tta, ten_crop))
     return {**metrics, "out": str(out)}
 
 
@@ -115,23 +90,18 @@ def test_split(model, run, data=None, limit_test=None):
         limit_test: a cap on test images.
 
     Returns:
-        (images, labels, class_names, data): uint8 images (or a `report.StreamedImages`) and their labels,
-        and the `--data` value used.
+        (a `report.LabelledImages`: uint8 images or an `inference.StreamedImages`, labels, class names;
+        the `--data` value used).
 
     Raises:
         UsageError: For a bare model file without `data`, or data whose image size or classes do not fit.
     """
-    from alexnet.pipeline import streams
-    from alexnet.settings import recipes
-    from alexnet.data import FileIndex
-    from alexnet.results.report import StreamedImages
-
     if data is None and run is None:
         raise UsageError("--data is needed to evaluate a bare model file (or give the run folder instead)")
     config = run.settings("evaluated") if run is not None else None
-    streamed = bool(run is not None and run.read_config("evaluated").get("data", {}).get("streamed"))
-    recipe = recipes.get(config.recipe if config else "tutorial")
-    crops = streamed and recipe.crop == "random-resized"
+    stored = run.read_config("evaluated") if run is not None else {}
+    streamed = bool(stored.get("data", {}).get("streamed"))
+    crops = streamed and recipes.get(config.recipe).crops_in_pipeline
     seed = config.seed if config else 0
     if data is None:
         data, limit_test = config.data, config.limit_test if limit_test is None else limit_test
@@ -145,11 +115,11 @@ def test_split(model, run, data=None, limit_test=None):
     classes = model.output_shape[-1]
     if classes != len(splits.class_names):
         raise UsageError(f"the model predicts {classes} classes but {data} has {len(splits.class_names)}")
-    if isinstance(splits.x_test, FileIndex):
-        transform = streams.transforms(recipe, size, size[0])[1] if crops else streams.Transform(size)
-        return (StreamedImages(splits.x_test, transform, config.strict if config else False), splits.y_test,
-                splits.class_names, data)
+    if isinstance(splits.x_test, FileIndex):  # as the run validated its files (streams.evaluation_transform)
+        images = StreamedImages(splits.x_test, streams.evaluation_transform(stored, size),
+                                config.strict if config else False)
+        return LabelledImages(images, splits.y_test, splits.class_names), data
     if splits.x_test.shape[1:3] != size:
         raise UsageError(f"the model takes {model.input_shape[1]}x{model.input_shape[2]} images but {data} "
                          f"holds {splits.x_test.shape[1]}x{splits.x_test.shape[2]}")
-    return splits.x_test, splits.y_test, splits.class_names, data
+    return LabelledImages(splits.x_test, splits.y_test, splits.class_names), data

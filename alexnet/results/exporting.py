@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from alexnet import console
-from alexnet.settings.choices import FORMATS, MODELS
 from alexnet.errors import AlexnetError, UsageError, check_choice
-from alexnet.results.evaluation import load_model, test_split
-from alexnet.runs import resolve_target
+from alexnet.results.evaluation import test_split
+from alexnet.results.loading import load_model, resolve_target
+from alexnet.settings.choices import FORMATS, MODELS
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def export(target, format="savedmodel", out=None, data=None, check_images=256, t
     made = not out.parent.exists()
     out.parent.mkdir(exist_ok=True)  # a run's export/ folder, made once there is something to write
     try:
-        figures = _write_checked(model, trained, format, spec, out, images, tolerance)
+        figures = _write_checked(model, trained, format, out, images, tolerance)
     except BaseException:
         if made and not any(out.parent.iterdir()):  # a failed export leaves no empty export/ behind
             out.parent.rmdir()
@@ -95,8 +95,9 @@ def export(target, format="savedmodel", out=None, data=None, check_images=256, t
             "runtime": f"{spec.runtime} {importlib.metadata.version(spec.runtime)}", **figures}
 
 
-def _write_checked(model, trained, format, spec, out, images, tolerance):
+def _write_checked(model, trained, format, out, images, tolerance):
     """Exports `model` to a temporary name, runs it in its runtime, and renames it to `out` if it agrees."""
+    spec = FORMATS[format]
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # Keras wants .tflite to end the name
     _remove(tmp)
     try:
@@ -179,7 +180,7 @@ def check_set(model, run, data, count):
         console.note(log, f"no --data for a bare model file: the check uses {count} random images; give --data "
                           "to check on real ones")
         return np.random.default_rng(0).integers(0, 256, (count, *model.input_shape[1:]), dtype=np.uint8)
-    images = test_split(model, run, data, limit_test=count)[0]
+    images = test_split(model, run, data, limit_test=count)[0].images
     if isinstance(images, np.ndarray):
         return images
     from alexnet.pipeline.streams import decoded  # a streamed test split: its first files, decoded

@@ -1,8 +1,8 @@
 """Pictures of the data and of training, written as PNG files (no display needed)."""
 
 import io
-import warnings
 import math
+import warnings
 
 import numpy as np
 
@@ -32,9 +32,9 @@ def save_figure(figure, path):
     write_atomic(path, render_png(figure))
 
 
-def sample_grid(images, labels, class_names, path, count=20, columns=5, seed=0):
-    """Writes `sample_figure` as a PNG file at `path` (same arguments)."""
-    save_figure(sample_figure(images, labels, class_names, count, columns, seed), path)
+def sample_grid(images, labels, class_names, path, count=20, seed=0):
+    """Writes `sample_figure` (5 columns) as a PNG file at `path` (same arguments)."""
+    save_figure(sample_figure(images, labels, class_names, count, seed=seed), path)
 
 
 def sample_figure(images, labels, class_names, count=20, columns=5, seed=0):

@@ -3,6 +3,7 @@
 import numpy as np
 
 from alexnet import console
+from alexnet.pipeline import streams
 
 
 def class_names_for(home, classes):
@@ -12,23 +13,6 @@ def class_names_for(home, classes):
         if names and len(names) == classes:
             return names
     return [str(i) for i in range(classes)]
-
-
-def _decoder(home, size):
-    """How a file becomes the model's input: as the run evaluated its streamed files (the centre crop of a
-    cropping recipe), else the whole image resized, as in memory."""
-    from alexnet.pipeline import streams
-    from alexnet.settings import recipes
-    from alexnet.data import decode_image
-
-    stored = home.read_config("used for predictions") if home is not None else {}
-    recipe = recipes.get(stored.get("settings", {}).get("recipe", "tutorial"))
-    if stored.get("data", {}).get("streamed") and recipe.crop == "random-resized":
-        transform = streams.transforms(recipe, size, size[0])[1]
-        from alexnet.pipeline.grain_engine import decode_transformed
-
-        return lambda file: decode_transformed(file, transform)
-    return lambda file: decode_image(file, size)
 
 
 def predict(target, images, top_k=3):
@@ -47,8 +31,7 @@ def predict(target, images, top_k=3):
         UsageError: If `target` is neither a run folder nor a model file, or the run holds no model yet.
         AlexnetError: If the model file cannot be loaded.
     """
-    from alexnet.results.evaluation import load_model
-    from alexnet.runs import resolve_target
+    from alexnet.results.loading import load_model, resolve_target
 
     console.ensure_setup()
     target = resolve_target(target, "used for predictions")
@@ -56,7 +39,8 @@ def predict(target, images, top_k=3):
     height, width = model.input_shape[1:3]
     classes = model.output_shape[-1]
     names = class_names_for(target.home, classes)
-    decode = _decoder(target.home, (height, width))
+    stored = target.home.read_config("used for predictions") if target.home is not None else {}
+    decode = streams.decoder(stored, (height, width))  # as the run read its files
     top_k = max(1, min(top_k, classes))
     results, decoded = [], []
     for file in images:

@@ -8,131 +8,37 @@ import dataclasses
 import io
 import math
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from alexnet import runs
-from alexnet.results import plots
 from alexnet.backend import tensorflow
 from alexnet.files import write_atomic, write_json
+from alexnet.results import plots
+from alexnet.results.inference import StreamedImages, predict_probabilities, ten_crop_probabilities, tta_probabilities
+from alexnet.settings.recipes import top_k
 
 
-def predict_probabilities(model, images, batch_size=256, mirror=False):
-    """Class probabilities (N, classes) for uint8 images (N, H, W, C), in batches.
+@dataclasses.dataclass(frozen=True)
+class LabelledImages:
+    """What a report is about: the images (uint8 (N, H, W, 3), or a `StreamedImages`), their labels, and the class
+    names in label order."""
 
-    With mirror=True, of each image's mirror (left-right): test-time
-    augmentation averages those with the images' own (`tta_probabilities`).
-    A `StreamedImages` is read from disk: then (probabilities, rows read).
-    """
-    if isinstance(images, StreamedImages):
-        return images.predict(model, batch_size, mirror)
-    from alexnet.pipeline.arrays import make_dataset
-
-    count = len(images)
-    if mirror:
-        images = np.ascontiguousarray(images[:, :, ::-1])
-    devices = _devices()
-    pad = (-count) % devices  # a data-parallel model splits each batch over its devices: pad, then drop
-    if pad:
-        images = np.concatenate([images, np.repeat(images[:1], pad, axis=0)])
-        batch_size = max(devices, batch_size // devices * devices)
-    batches = make_dataset(images, np.zeros(len(images), dtype=np.int64), batch_size)
-    return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)[:count]
+    images: object
+    labels: np.ndarray
+    class_names: list
 
 
-def _devices():
-    """Devices a data-parallel model splits each batch over (1 without a distribution)."""
-    import keras
+@dataclasses.dataclass(frozen=True)
+class ReportOptions:
+    """How a report is made beyond the plain figures, and where TensorBoard gets them."""
 
-    distribution = keras.distribution.distribution()
-    return len(distribution.device_mesh.devices.reshape(-1)) if distribution is not None else 1
-
-
-def tta_probabilities(model, images, plain, batch_size=256):
-    """Test-time augmentation with the flip the fast recipes train with: the images' probabilities (`plain`,
-    already computed) averaged with their mirrors'. One pass over the images, not two."""
-    mirrored = predict_probabilities(model, images, batch_size, mirror=True)
-    if isinstance(images, StreamedImages):
-        mirrored = mirrored[0]
-    return (plain + mirrored) / 2
-
-
-def ten_crop_model(model, input_shape, crop):
-    """A model that takes images of `input_shape` and returns `model`'s probabilities averaged over the paper's
-    ten crops of side `crop` (corners, centre, mirrors), each resized to what `model` takes."""
-    import keras
-
-    from alexnet.model.layers import MeanOverCrops, TenCrop
-
-    inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="images")
-    crops = TenCrop(crop, out=model.input_shape[1:3], name="ten_crop")(inputs)  # (B * 10, h, w, 3)
-    outputs = MeanOverCrops(10, name="mean_over_crops", dtype="float32")(model(crops))
-    wrapper = keras.Model(inputs, outputs, name=f"{model.name}_ten_crop")
-    wrapper.jit_compile = getattr(model, "jit_compile", False)
-    return wrapper
-
-
-def ten_crop_probabilities(model, images, batch_size=256):
-    """The paper's 10-crop test: probabilities (N, classes) averaged over four corner crops and the centre
-    crop of each image, and their mirrors.
-
-    For a streamed split evaluated on the centre crop of side S (random-resized
-    recipes), the crops are taken, as in the paper, from the central square that
-    the centre crop comes from (side S / 0.875: 256 for 224) at side S. Otherwise
-    (images at their stored size) they cover 0.875 of each side and are resized
-    back to it. A `StreamedImages` gives (probabilities, rows read).
-    """
-    size = tuple(model.input_shape[1:3])
-    if isinstance(images, StreamedImages) and images.transform.crop == "center":
-        side = tuple(round(s / images.transform.center) for s in size)
-        images = StreamedImages(images.index, dataclasses.replace(images.transform, size=side, center=1.0),
-                                images.strict)
-        crop, input_shape = size, (*side, 3)
-    else:
-        crop, input_shape = tuple(round(s * 0.875) for s in size), (*size, 3)
-    return predict_probabilities(ten_crop_model(model, input_shape, crop), images, max(1, batch_size // 10))
-
-
-class StreamedImages:
-    """A streamed test split for the report: its files (a FileIndex), the evaluation transform, and strictness.
-
-    Indexing gives decoded images (for the pictures of mistakes); `predict`
-    streams them all through the model. A file that cannot be read is left
-    out of the figures, with a warning.
-    """
-
-    def __init__(self, index, transform, strict=False):
-        self.index, self.transform, self.strict = index, transform, strict
-        self.rows = np.arange(len(index))  # the rows the last prediction read (all but skipped files)
-
-    def __len__(self):
-        return len(self.index)
-
-    def __getitem__(self, i):
-        from alexnet.pipeline.streams import decoded
-
-        return decoded(self.index, [self.rows[i]], self.transform)[0]
-
-    def predict(self, model, batch_size, mirror=False):
-        """(probabilities of the rows read, those rows)."""
-        import dataclasses
-
-        from alexnet.pipeline import order
-        from alexnet.pipeline.streams import SkippedFiles, evaluation_stream
-
-        n, skips, devices = len(self.index), SkippedFiles(self.strict), _devices()
-        batch_size = max(devices, batch_size // devices * devices)
-        transform = dataclasses.replace(self.transform, mirror=True) if mirror else self.transform
-        stream = evaluation_stream(self.index, np.zeros(n, np.int64), batch_size, shard=(0, 1), transform=transform,
-                                   num_classes=None, skips=skips, replicas=devices)
-        steps = order.evaluation_steps(n, batch_size, devices)
-        outputs = np.asarray(model.predict(stream, steps=steps, verbose=0), dtype=np.float64)
-        rows = np.setdiff1d(np.arange(n), sorted(skips.rows[-1]))
-        # Padding comes last. tf.data drops a file it cannot read; Grain keeps its place (weight 0).
-        padding = (-n) % devices
-        outputs = outputs[:n][rows] if len(outputs) - padding == n else outputs[:len(rows)]
-        self.rows = rows
-        return outputs, rows
+    batch_size: int = 256  # images per prediction batch
+    tta: bool = False  # also the figures of each image's and its mirror's predictions averaged
+    ten_crop: bool = False  # also the figures of the paper's 10-crop test
+    log_dir: Optional[Path] = None  # a TensorBoard folder for the test figures and pictures (None: none)
+    step: int = 0  # the TensorBoard step they are written at (a run's last epoch)
 
 
 def classification_metrics(probabilities, labels, class_names):
@@ -149,8 +55,8 @@ def classification_metrics(probabilities, labels, class_names):
     labels = np.asarray(labels, dtype=np.int64)
     classes = len(class_names)
     predicted = probabilities.argmax(axis=1)
-    k = min(5, classes)
-    top_k = np.argsort(-probabilities, axis=1)[:, :k]
+    k = top_k(classes)
+    top = np.argsort(-probabilities, axis=1)[:, :k]
     confusion = np.zeros((classes, classes), dtype=np.int64)  # rows: true, columns: predicted
     np.add.at(confusion, (labels, predicted), 1)
     true_positives = np.diag(confusion).astype(np.float64)
@@ -166,7 +72,7 @@ def classification_metrics(probabilities, labels, class_names):
         "test_images": int(len(labels)),
         "test_loss": float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0)))),
         "top1_accuracy": float(np.mean(predicted == labels)),
-        f"top{k}_accuracy": float(np.mean((top_k == labels[:, None]).any(axis=1))),
+        f"top{k}_accuracy": float(np.mean((top == labels[:, None]).any(axis=1))),
         "top_k": k,  # 5, or the number of classes when there are fewer
         "per_class": per_class,
         "macro_f1": float(np.mean([m["f1"] for m in per_class.values()])),
@@ -283,48 +189,46 @@ def _figure_array(figure):
         return np.asarray(image.convert("RGB"))
 
 
-def write_report(model, images, labels, class_names, out_dir, log_dir=None, step=0, batch_size=256, tta=False,
-                 ten_crop=False):
-    """Evaluates `model` on (images, labels) and writes the report files into out_dir.
+def write_report(model, test, out_dir, options=ReportOptions()):
+    """Evaluates `model` on `test` (a `LabelledImages`) and writes the report files into out_dir.
 
-    With tta=True the report also holds, under "tta", the figures of the
-    predictions averaged over each image and its mirror; with ten_crop=True,
-    under "ten_crop", those of the paper's 10-crop test. The other figures
-    are always those of the images alone (one centre crop). `images` is a uint8 array, or a
-    `StreamedImages` read from disk.
+    With options.tta the report also holds, under "tta", the figures of the
+    predictions averaged over each image and its mirror; with options.ten_crop,
+    under "ten_crop", those of the paper's 10-crop test. The other figures are
+    always those of the images alone (one centre crop). A streamed test split
+    leaves out the files that could not be read.
 
     Returns:
         The metrics dict (also in report.json).
     """
-    out_dir = Path(out_dir)
-    probabilities = predict_probabilities(model, images, batch_size)
-    labels = np.asarray(labels)
+    out_dir, images, class_names = Path(out_dir), test.images, test.class_names
+    probabilities = predict_probabilities(model, images, options.batch_size)
+    labels = np.asarray(test.labels)
     if isinstance(images, StreamedImages):  # files that could not be read are left out
         probabilities, rows = probabilities
         labels = labels[rows]
     metrics = classification_metrics(probabilities, labels, class_names)
-    if tta:
-        averaged = classification_metrics(tta_probabilities(model, images, probabilities, batch_size), labels,
-                                          class_names)
-        metrics["tta"] = _headline(averaged)
-    if ten_crop:
-        averaged = ten_crop_probabilities(model, images, batch_size)
+    if options.tta:
+        averaged = tta_probabilities(model, images, probabilities, options.batch_size)
+        metrics["tta"] = _headline(classification_metrics(averaged, labels, class_names))
+    if options.ten_crop:
+        averaged = ten_crop_probabilities(model, images, options.batch_size)
         averaged = averaged[0] if isinstance(images, StreamedImages) else averaged
         metrics["ten_crop"] = _headline(classification_metrics(averaged, labels, class_names))
     write_json(out_dir / runs.REPORT_JSON, metrics)
     write_atomic(out_dir / runs.REPORT_MD, _markdown(metrics))
     confusion = confusion_figure(metrics["confusion_matrix"], class_names)
-    mistakes = mistakes_figure(images, np.asarray(labels), probabilities, class_names)
+    mistakes = mistakes_figure(images, labels, probabilities, class_names)
     plots.save_figure(confusion, out_dir / runs.CONFUSION_PNG)
     plots.save_figure(mistakes, out_dir / runs.MISTAKES_PNG)
-    tf = tensorflow() if log_dir is not None else None
+    tf = tensorflow() if options.log_dir is not None else None
     if tf is not None:
-        writer = tf.summary.create_file_writer(str(log_dir))
+        writer = tf.summary.create_file_writer(str(options.log_dir))
         with writer.as_default():  # the same tags as train/ and validation/, so the three share a chart
-            tf.summary.scalar("epoch_loss", metrics["test_loss"], step=step)
-            tf.summary.scalar("epoch_accuracy", metrics["top1_accuracy"], step=step)
-            tf.summary.image("test_report/confusion_matrix", _figure_array(confusion)[None], step=step)
-            tf.summary.image("test_report/mistakes", _figure_array(mistakes)[None], step=step)
+            for metric, value in (("loss", metrics["test_loss"]), ("accuracy", metrics["top1_accuracy"])):
+                tf.summary.scalar(runs.tensorboard_tag(metric), value, step=options.step)
+            tf.summary.image("test_report/confusion_matrix", _figure_array(confusion)[None], step=options.step)
+            tf.summary.image("test_report/mistakes", _figure_array(mistakes)[None], step=options.step)
         writer.close()
     return metrics
 
@@ -348,3 +252,18 @@ def summary_lines(report, smoothing=0.0):
                      f"{report['ten_crop']['top1_accuracy']:.4f}, top-{k} {report['ten_crop'][f'top{k}_accuracy']:.4f}, "
                      f"loss {report['ten_crop']['test_loss']:.4f}")
     return lines
+
+
+def metrics_from_report(report, epochs):
+    """metrics.json's figures from a test report (report.json's names): the one translation between them."""
+    k = report["top_k"]
+    metrics = {"test_loss": report["test_loss"], "test_accuracy": report["top1_accuracy"],
+               f"test_top{k}_accuracy": report[f"top{k}_accuracy"], "top_k": k,
+               "test_images": report["test_images"], "epochs": epochs}
+    if "tta" in report:
+        metrics |= {"tta_test_accuracy": report["tta"]["top1_accuracy"], "tta_test_loss": report["tta"]["test_loss"]}
+    if "ten_crop" in report:
+        metrics |= {"ten_crop_test_accuracy": report["ten_crop"]["top1_accuracy"],
+                    f"ten_crop_test_top{k}_accuracy": report["ten_crop"][f"top{k}_accuracy"],
+                    "ten_crop_test_loss": report["ten_crop"]["test_loss"]}
+    return metrics

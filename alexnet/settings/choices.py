@@ -10,8 +10,8 @@ value all read these. Keras-free: the CLI reads them before the backend is chose
 
 import dataclasses
 
-from alexnet.model.architecture import VARIANTS, feature_map_size, min_image_size
 from alexnet.errors import UsageError, check_choice
+from alexnet.model.architecture import VARIANTS, feature_map_size, min_image_size
 from alexnet.settings.recipes import RECIPES
 
 MODELS = tuple(VARIANTS)

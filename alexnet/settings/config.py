@@ -3,8 +3,8 @@
 import dataclasses
 from typing import Optional
 
-from alexnet.settings import choices, recipes
 from alexnet.errors import UsageError
+from alexnet.settings import choices, recipes
 
 
 @dataclasses.dataclass

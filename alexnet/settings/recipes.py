@@ -19,13 +19,27 @@ A flag the user gives always wins over the recipe's value.
 """
 
 import dataclasses
-import math
 from typing import Optional
 
 from alexnet.errors import check_choice
 
-# Keras is imported inside the functions that build things: the CLI reads recipes (their defaults, their
-# names) before the backend is chosen, and importing Keras would fix the backend.
+# Recipes are data: the CLI reads them (their defaults, their names) before the backend is chosen. What builds
+# Keras objects from a recipe (its optimizer, schedule, loss, metrics and augmentation layer) is
+# alexnet.model.compiling.
+
+
+@dataclasses.dataclass(frozen=True)
+class Crop:
+    """The crop geometry of full-size photos (torchvision's ImageNet values), the one home of these numbers.
+
+    Training takes a random crop of `area` of the image's area at an aspect ratio (width / height) in
+    `ratio`, resized to the model's input; evaluation resizes the shorter side to size / `center` and takes
+    the centre crop of side size.
+    """
+
+    area: tuple = (0.08, 1.0)  # fractions of the image's area
+    ratio: tuple = (3 / 4, 4 / 3)  # width / height
+    center: float = 0.875  # the centre crop's side over the resized shorter side: torchvision's 224 of 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,17 +62,19 @@ class Recipe:
     shift: float = 0.0  # random translation, a fraction of the stored side (1/8: 4 px at 32x32)
     flip: bool = False  # random horizontal flips
     # Streamed image folders: "resize" (the whole image to the storage size; shift and flip in the model), or
-    # "random-resized" (full-size photos: the pipeline crops crop_area of the area at an aspect ratio in
-    # crop_ratio, resized to the input, and flips; evaluation resizes the shorter side to size / center_crop
-    # and takes the centre crop). In-memory data is always "resize".
+    # "random-resized" (full-size photos: the pipeline crops and flips as `geometry` says; evaluation takes
+    # the centre crop). In-memory data is always "resize".
     crop: str = "resize"
-    crop_area: tuple = (0.08, 1.0)  # fractions of the image's area
-    crop_ratio: tuple = (3 / 4, 4 / 3)  # width / height
-    center_crop: float = 0.875  # torchvision's 224 of 256
+    geometry: Crop = Crop()
     tta: bool = False  # the final report also averages each test image's and its mirror's predictions
     ten_crop: bool = False  # the final report also gives the paper's 10-crop figures (corners, centre, mirrors)
     pca_lighting: float = 0.0  # std of the paper's PCA lighting noise (0.1 there; 0: none), in training
     ema: float = 0.0  # the final model averages the weights over about this fraction of the last steps (0: none)
+
+    @property
+    def crops_in_pipeline(self):
+        """A streamed split is cropped (and flipped) by the input pipeline, not resized whole for the model."""
+        return self.crop == "random-resized"
 
     @property
     def one_hot(self):
@@ -136,10 +152,11 @@ def describe(name, batch_size, lr, pca_lighting=None, ten_crop=None, ema=None):
         optimizer += f", weight decay {recipe.weight_decay:g}"
     augmentation = [f"random translation +-{recipe.shift:g} of the side (zero = image mean)"] * bool(recipe.shift)
     augmentation += ["horizontal flip"] * recipe.flip
-    if recipe.crop == "random-resized":
-        augmentation.append(f"streamed folders: random-resized crop ({recipe.crop_area[0]:g}-{recipe.crop_area[1]:g} of "
-                            f"the area, aspect {recipe.crop_ratio[0]:.3g}-{recipe.crop_ratio[1]:.3g}); evaluation: "
-                            f"resize, centre crop {recipe.center_crop:g}")
+    if recipe.crops_in_pipeline:
+        crop = recipe.geometry
+        augmentation.append(f"streamed folders: random-resized crop ({crop.area[0]:g}-{crop.area[1]:g} of "
+                            f"the area, aspect {crop.ratio[0]:.3g}-{crop.ratio[1]:.3g}); evaluation: "
+                            f"resize, centre crop {crop.center:g}")
     described = {"optimizer": optimizer, "schedule": schedule, "label_smoothing": recipe.label_smoothing,
                  "augmentation": ", ".join(augmentation) or "none",
                  "test_time_augmentation": "image and mirror averaged" if recipe.tta else "none"}
@@ -159,101 +176,14 @@ def describe(name, batch_size, lr, pca_lighting=None, ten_crop=None, ema=None):
     return described
 
 
-def augmentation(name, seed, in_pipeline=False, pca_lighting=0.0, colour_basis=None):
-    """The training-only augmentation layer a recipe puts in the model, or None.
-
-    Args:
-        name: the recipe.
-        seed: the run's seed.
-        in_pipeline: the input pipeline already crops and flips (a streamed "random-resized" recipe).
-        pca_lighting: std of the PCA lighting noise (0: none).
-        colour_basis: (eigenvalues, eigenvectors) of the training pixels (`layers.colour_basis`), for lighting.
-    """
-    from alexnet.model.layers import Augment
-
-    recipe = get(name)
-    shift, flip = (0.0, False) if in_pipeline else (recipe.shift, recipe.flip)
-    if not (shift or flip or pca_lighting):
-        return None
-    eigenvalues, eigenvectors = colour_basis if pca_lighting else (None, None)
-    return Augment(shift, flip, seed=seed, lighting=pca_lighting, eigenvalues=eigenvalues, eigenvectors=eigenvectors,
-                   name="augment", dtype="float32")
+TOP_K = 5  # the k of top-k accuracy (the paper's top-5)
 
 
-def learning_rate(recipe, lr, total_steps, steps_per_epoch):
-    """The learning rate, or its schedule over `total_steps`, for a recipe peaking at `lr`."""
-    import keras
-
-    if recipe.lr_drops:  # steps: lr, lr/10, lr/100, ... at the given fractions of the run
-        boundaries = [max(1, round(fraction * total_steps)) for fraction in recipe.lr_drops]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(
-            boundaries, [lr / 10 ** k for k in range(len(boundaries) + 1)])
-    if not (recipe.warmup_epochs or recipe.cosine):
-        return lr
-    warmup = min(total_steps - 1, round(recipe.warmup_epochs * steps_per_epoch))
-    if not recipe.cosine:
-        return keras.optimizers.schedules.CosineDecay(  # warm-up, then constant (alpha=1: no decay)
-            initial_learning_rate=lr / 10, decay_steps=1, alpha=1.0, warmup_target=lr, warmup_steps=warmup)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=lr / 10, decay_steps=max(1, total_steps - warmup), alpha=0.0,
-        warmup_target=lr, warmup_steps=warmup)
+def top_k(classes):
+    """The k of a model's top-k accuracy: 5, or the number of classes where there are fewer."""
+    return min(TOP_K, classes)
 
 
-def compile_model(model, config, steps_per_epoch, jit=False, lr=None):
-    """Compiles a model with the optimizer, loss and metric of `config.recipe`.
-
-    Args:
-        model: the model to compile.
-        config: the run's TrainConfig (recipe, epochs, learning rate; the recipe's where left at None).
-        steps_per_epoch: optimizer steps in one epoch (the schedule spans epochs x steps).
-        jit: XLA compilation.
-        lr: the peak learning rate, if not config.lr (several replicas scale it).
-    """
-    import keras
-
-    config = config.resolved()
-    recipe = get(config.recipe)
-    total = max(1, config.epochs * steps_per_epoch)
-    peak = config.lr if lr is None else lr
-    optimizer = keras.optimizers.SGD(learning_rate=learning_rate(recipe, peak, total, steps_per_epoch),
-                                     momentum=recipe.momentum, nesterov=recipe.nesterov,
-                                     weight_decay=recipe.weight_decay or None, use_ema=bool(config.ema),
-                                     ema_momentum=ema_momentum(config.ema, total) if config.ema else 0.99)
-    if config.ema:
-        # `fit` puts the average in place of the weights at the end of every call, and a resumed epoch is a call
-        # of its own: training would go on from the average. The trainer puts it in place once (`use_average`).
-        optimizer.finalize_variable_values = lambda var_list: None
-    if recipe.weight_decay:
-        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    if recipe.one_hot:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
-        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
-                   keras.metrics.TopKCategoricalAccuracy(k=5, name="top5_accuracy")]
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                   keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy")]
-    if model.output_shape[-1] <= TOP5_ABOVE:  # top-5 of 5 classes or fewer is always 1
-        metrics = metrics[:1]
-    # Weighted metrics: evaluation batches padded for several devices carry weight 0 on the copies.
-    model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics, jit_compile=jit)
-    return model
-
-
-def ema_momentum(fraction, total_steps):
-    """The momentum of an exponential moving average whose 1/e horizon is `fraction` of `total_steps`."""
-    return 1 - 1 / max(1.0, fraction * total_steps)
-
-
-def use_average(model):
-    """Puts the optimizer's moving average of the weights (if it keeps one) in place of the trained weights."""
-    optimizer = model.optimizer
-    if optimizer is not None and optimizer.use_ema:
-        type(optimizer).finalize_variable_values(optimizer, model.trainable_variables)
-
-
-TOP5_ABOVE = 5  # classes: top-5 accuracy is logged each epoch (top5_accuracy, val_top5_accuracy) above this
-
-
-def steps_per_epoch(train_images, batch_size):
-    return math.ceil(train_images / batch_size)
+def logs_top_k(classes):
+    """Whether each epoch logs top-5 accuracy: only above 5 classes (top-5 of 5 or fewer is always 1)."""
+    return classes > TOP_K

@@ -11,8 +11,8 @@ import contextlib
 import dataclasses
 import os
 
-from alexnet.settings.choices import STRATEGIES, check, strategies_on
 from alexnet.errors import UsageError
+from alexnet.settings.choices import STRATEGIES, check, strategies_on
 
 
 @dataclasses.dataclass
@@ -32,11 +32,19 @@ class Plan:
             return self.engine.scope()
         return contextlib.nullcontext()
 
+    def global_batch(self, batch_size):
+        """Images per step, all replicas together, for a per-replica `batch_size`: the one rule."""
+        return batch_size * self.replicas
+
+    def global_lr(self, lr):
+        """The learning rate of a step over the global batch: the linear scaling rule."""
+        return lr * self.replicas
+
     def describe(self, batch_size, lr):
         return {"strategy": self.strategy, "replicas": self.replicas, "worker": self.worker,
-                "batch_size_per_replica": batch_size, "global_batch": batch_size * self.replicas,
+                "batch_size_per_replica": batch_size, "global_batch": self.global_batch(batch_size),
                 "lr_rule": f"linear scaling: lr x replicas = {lr:g} x {self.replicas}",
-                "lr": lr * self.replicas}
+                "lr": self.global_lr(lr)}
 
 
 def plan(strategy="auto", gpus=0):

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # seconds: the whole epoch, validation included; images_per_s: the training part alone.
 HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds", "images_per_s")
 TEST_EACH_EPOCH_COLUMNS = ("test_accuracy", "test_seconds", "finished_at")  # with --test-each-epoch
-TOP5_COLUMNS = ("top5_accuracy", "val_top5_accuracy")  # data with more than 5 classes (recipes.compile_model)
+TOP5_COLUMNS = ("top5_accuracy", "val_top5_accuracy")  # data with more than 5 classes (recipes.logs_top_k)
 
 
 class EpochLog(keras.callbacks.Callback):

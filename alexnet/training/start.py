@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Optional
 
 from alexnet import backend, console
-from alexnet.settings.config import TrainConfig
 from alexnet.errors import UsageError
 from alexnet.runs import RunFolder
+from alexnet.settings.config import TrainConfig
 
 
 @dataclasses.dataclass
