@@ -8,7 +8,6 @@ import contextlib
 import errno
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from alexnet.errors import AlexnetError, UsageError
@@ -40,23 +39,16 @@ def write_atomic(path, data):
 
 
 def _write_atomic(path, data, mode):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = atomic_target(path)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
-        with os.fdopen(fd, mode) as f:
+        with open(tmp, mode) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_json(path, obj):
@@ -64,9 +56,10 @@ def write_json(path, obj):
 
 
 def atomic_target(path):
-    """A temporary path beside `path` with the same suffix, for writers that need a file name.
+    """The temporary path beside `path` that a write goes to before its rename: the one namer of them all.
 
-    Hidden, with ".tmp" in its name: `RunFolder.remove_stale_temporaries` finds what a killed process left.
+    Hidden, with ".tmp" and the process id in its name, and `path`'s suffix last (Keras's savers want it):
+    `RunFolder.remove_stale_temporaries` finds what a killed process left, and two processes never share one.
     """
     path = Path(path)
     return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")

@@ -21,7 +21,8 @@ from alexnet.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 2  # bump when the cached arrays or meta.json change meaning
+_CACHE_FORMAT = 2  # bump when the cached arrays or META change meaning
+META = "meta.json"  # in each cache folder: its key, and each array's shape, dtype and SHA-256
 _CACHED_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -76,32 +77,50 @@ def _archive_key(path):
     return hashlib.sha256(f"{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode()).hexdigest()[:24]
 
 
-def _read_cache(folder, key, class_names, root):
-    """Reads a decoded-image cache folder, checking it against meta.json; None (after one line) if damaged.
+def read_cached(folder, key, names):
+    """(arrays, meta) of a cache folder that `_write_cache` wrote under `key`: the one reader of its META.
 
-    meta.json holds the key, the class names and each array's shape, dtype and
-    SHA-256, so a truncated, edited or foreign file is caught, not trained on.
-    A damaged folder is removed so that the next run does not meet it again.
+    META holds the key and each array's shape, dtype and SHA-256, so a truncated,
+    edited or foreign file is caught, not used.
+
+    Raises:
+        OSError, ValueError, KeyError, TypeError, AttributeError (`DAMAGED`): for a damaged or foreign folder.
     """
+    meta = json.loads((folder / META).read_text())
+    if meta.get("key") != key:
+        raise ValueError("it belongs to other files")
+    arrays = {}
+    for name in names:
+        expected = meta["arrays"][name]
+        data = (folder / f"{name}.npy").read_bytes()
+        if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+            raise ValueError(f"{name}.npy does not match its checksum")
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+        if list(array.shape) != expected["shape"] or str(array.dtype) != expected["dtype"]:
+            raise ValueError(f"{name}.npy has shape {array.shape}, expected {expected['shape']}")
+        arrays[name] = array
+    return arrays, meta
+
+
+DAMAGED = (OSError, ValueError, KeyError, TypeError, AttributeError)  # what read_cached raises for a bad folder
+
+
+def discard_damaged(folder, what, error, instead):
+    """Says that a cache folder is damaged and what happens instead, and removes it so no run meets it again."""
+    log.warning(f"the {what} {folder} is damaged ({error}); {instead}")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _read_cache(folder, key, class_names, root):
+    """The decoded images of a cache folder; None (after one line) if it is damaged or of other classes."""
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("key") != key or meta.get("class_names") != class_names:
+        arrays, meta = read_cached(folder, key, _CACHED_ARRAYS)
+        if meta.get("class_names") != class_names:
             raise ValueError("it belongs to other files")
-        arrays = {}
-        for name in _CACHED_ARRAYS:
-            expected = meta["arrays"][name]
-            data = (folder / f"{name}.npy").read_bytes()
-            if hashlib.sha256(data).hexdigest() != expected["sha256"]:
-                raise ValueError(f"{name}.npy does not match its checksum")
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-            if list(array.shape) != expected["shape"] or str(array.dtype) != expected["dtype"]:
-                raise ValueError(f"{name}.npy has shape {array.shape}, expected {expected['shape']}")
-            arrays[name] = array
         if len(arrays["x_train"]) != len(arrays["y_train"]) or len(arrays["x_test"]) != len(arrays["y_test"]):
             raise ValueError("images and labels differ in number")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        log.warning(f"the decoded-image cache {folder} is damaged ({error}); decoding the images again")
-        shutil.rmtree(folder, ignore_errors=True)
+    except DAMAGED as error:
+        discard_damaged(folder, "decoded-image cache", error, "decoding the images again")
         return None
     return Dataset(**arrays, class_names=meta["class_names"], source=str(root), skipped=meta.get("skipped", []))
 
@@ -122,7 +141,7 @@ def _write_cache(folder, arrays, meta):
             (tmp / f"{name}.npy").write_bytes(buffer.getvalue())
             meta["arrays"][name] = {"shape": list(array.shape), "dtype": str(array.dtype),
                                     "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}
-        (tmp / "meta.json").write_text(json.dumps(meta))
+        (tmp / META).write_text(json.dumps(meta))
         _rename_unless_present(tmp, folder)
     except OSError as error:
         log.warning(f"could not cache {folder.name} in {folder.parent} ({error})")

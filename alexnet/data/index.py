@@ -9,16 +9,13 @@ the label), whatever the images' size.
 
 import dataclasses
 import hashlib
-import io
-import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from alexnet.data.cache import _write_cache, writable_cache_dir
+from alexnet.data.cache import DAMAGED, _write_cache, discard_damaged, read_cached, writable_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +78,7 @@ def index_key(layout, storage_size):
 
 
 def save_index(key, arrays, meta):
-    """Caches an index (arrays of paths and labels, and meta.json) under the key; a no-op without a cache."""
+    """Caches an index (arrays of paths and labels, and its meta) under the key; a no-op without a cache."""
     cache = writable_cache_dir()
     if cache is not None:
         _write_cache(cache / f"index-{key}", arrays, {**meta, "key": key})
@@ -94,13 +91,8 @@ def load_index(key, names):
     if folder is None or not folder.is_dir():
         return None
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("key") != key:
-            raise ValueError("it belongs to another folder")
-        arrays = {name: np.load(io.BytesIO((folder / f"{name}.npy").read_bytes()), allow_pickle=False)
-                  for name in names}
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        log.warning(f"the cached file index {folder} is damaged ({error}); listing the files again")
-        shutil.rmtree(folder, ignore_errors=True)
+        arrays, meta = read_cached(folder, key, names)
+    except DAMAGED as error:
+        discard_damaged(folder, "cached file index", error, "listing the files again")
         return None
     return arrays, meta

@@ -57,7 +57,7 @@ class SkippedFiles:
     """Files that could not be read during a run, counted by epoch (epoch -1: evaluation), named as they come.
 
     Engines call `skip` from their reading threads or the main process; the
-    training callback `callbacks.SkippedFileCount` says the count as each epoch ends.
+    training callback `training.logs.SkippedFileCount` says the count as each epoch ends.
     """
 
     def __init__(self, strict=False):

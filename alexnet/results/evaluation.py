@@ -44,7 +44,7 @@ def evaluate(target, data=None, batch_size=32, limit_test=None, out=None, tta=Fa
             other (other data, all of the run's test data, or another sample); beside a bare model file:
             `evaluation-<data name>[-<limit_test>]/`.
         tta: also report the figures of each image's and its mirror's predictions averaged.
-        ten_crop: also report the figures of the paper's 10-crop test (`report.ten_crop_probabilities`).
+        ten_crop: also report the figures of the paper's 10-crop test (`inference.ten_crop_probabilities`).
 
     Returns:
         The report's metrics ("top1_accuracy", "test_loss", "per_class", "confusion_matrix", ... and "tta"

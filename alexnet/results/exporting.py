@@ -32,6 +32,7 @@ import numpy as np
 
 from alexnet import console
 from alexnet.errors import AlexnetError, UsageError, check_choice
+from alexnet.files import atomic_target
 from alexnet.results.evaluation import test_split
 from alexnet.results.loading import load_model, resolve_target
 from alexnet.settings.choices import FORMATS, MODELS
@@ -98,7 +99,7 @@ def export(target, format="savedmodel", out=None, data=None, check_images=256, t
 def _write_checked(model, trained, format, out, images, tolerance):
     """Exports `model` to a temporary name, runs it in its runtime, and renames it to `out` if it agrees."""
     spec = FORMATS[format]
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # Keras wants .tflite to end the name
+    tmp = atomic_target(out)
     _remove(tmp)
     try:
         with warnings.catch_warnings():  # Keras's own tf2onnx shim trips a numpy FutureWarning (keras/src/export)

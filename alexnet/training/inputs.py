@@ -7,7 +7,7 @@ from alexnet.pipeline.arrays import ArrayBatches, EpochOrder, evaluation_batches
 
 
 def fit_data(job, epochs):
-    """(training, validation, test data, fit's extra arguments, the callbacks the data needs) of a `trainer.Job`
+    """(training, validation, test data, fit's extra arguments, the callbacks the data needs) of a `job.Job`
     fitting `epochs` (a `feed.Epochs`).
 
     Epoch e reads the order an uninterrupted run would (`alexnet.pipeline.order`),

@@ -15,6 +15,7 @@ import keras
 
 from alexnet.backend import tensorflow
 from alexnet.files import atomic_target
+from alexnet.runs import tensorboard_tag
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,10 @@ class EpochLog(keras.callbacks.Callback):
             with writer.as_default():
                 for metric in ("loss", "accuracy", "top5_accuracy"):
                     if prefix + metric in logs:
-                        tf.summary.scalar(f"epoch_{metric}", float(logs[prefix + metric]), step=epoch)
+                        tf.summary.scalar(tensorboard_tag(metric), float(logs[prefix + metric]), step=epoch)
                 if part == "train" and learning_rate is not None:
-                    tf.summary.scalar("epoch_learning_rate", float(keras.ops.convert_to_numpy(learning_rate)),
-                                      step=epoch)
+                    rate = float(keras.ops.convert_to_numpy(learning_rate))
+                    tf.summary.scalar(tensorboard_tag("learning_rate"), rate, step=epoch)
             writer.flush()
 
     def on_train_end(self, logs=None):
