@@ -13,7 +13,7 @@ import traceback
 from alexnet import __version__, console
 from alexnet.data.splits import VAL_SIZE_RULE
 from alexnet.errors import AlexnetError, UsageError
-from alexnet.settings.choices import BACKENDS, FORMATS, MODELS, STRATEGIES
+from alexnet.settings.choices import BACKENDS, FORMATS, MODELS, STRATEGIES, check_environment
 from alexnet.settings.config import TrainConfig
 from alexnet.settings.recipes import RECIPE_FIELDS, RECIPES
 
@@ -175,7 +175,7 @@ def build_parser():
 
     predict = commands.add_parser("predict", help="top classes of a model for image files", parents=after)
     predict.add_argument("target", metavar="RUN_DIR_OR_MODEL")
-    predict.add_argument("images", metavar="IMAGE", nargs="+")
+    predict.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files, or folders of them")
     predict.add_argument("--top-k", type=_positive_int, default=3)
     predict.add_argument("--json", action="store_true", help="print one JSON document")
     _add_backend(predict)
@@ -309,6 +309,7 @@ def main(argv=None):
     args = parser.parse_args(argv)  # exits with status 2 on a usage error
     console.setup(quiet=args.quiet)
     try:
+        check_environment()
         from alexnet import backend
 
         backend.startup_logs = args.debug

@@ -8,6 +8,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 from alexnet.errors import AlexnetError, UsageError
@@ -63,6 +64,17 @@ def atomic_target(path):
     """
     path = Path(path)
     return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+
+
+def copy_atomic(source, path):
+    """Copies the file `source` to `path` through a temporary file and a rename."""
+    tmp = atomic_target(path)
+    try:
+        with writing(path, "copy to"):
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def save_model_atomic(model, path):

@@ -183,15 +183,17 @@ class RunFolder:
         return sorted(p.name for p in self.checkpoint_dir.glob("*.damaged"))
 
     def read_state(self):
-        """checkpoints/state.json: {"epochs": completed, "best_val_accuracy": ...}, or {} if absent or unreadable."""
+        """checkpoints/state.json: {"epochs": completed, "best_val_accuracy", "best_epoch"}, or {} if absent or
+        unreadable (best_epoch: the epoch, counted from 1, whose model best.keras holds; None for none)."""
         try:
             state = json.loads(self.state_file.read_text())
             return state if isinstance(state, dict) else {}
         except (OSError, ValueError):
             return {}
 
-    def write_state(self, epochs, best_val_accuracy):
-        write_json(self.state_file, {"epochs": epochs, "best_val_accuracy": best_val_accuracy})
+    def write_state(self, epochs, best_val_accuracy, best_epoch=None):
+        write_json(self.state_file,
+                   {"epochs": epochs, "best_val_accuracy": best_val_accuracy, "best_epoch": best_epoch})
 
     def read_metrics(self):
         return json.loads(self.metrics_file.read_text())

@@ -1,6 +1,8 @@
 """Builders of small datasets on disk for the tests of alexnet.data: image folders and CIFAR batch folders."""
 
 import pickle
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -35,3 +37,16 @@ def write_batches(folder, n=20, protocol=2, labels=None):
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES]}, f, protocol=protocol)
     return images, labels
+
+
+def write_png_bomb(path, side=20000):
+    """A PNG of a few hundred bytes whose header claims side x side pixels (a decompression bomb: 400 million
+    pixels, 1.2 GB decoded); its image data is a stub, so only a reader that trusts the header would allocate."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+                     + chunk(b"IEND", b""))
+    return path

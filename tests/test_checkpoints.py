@@ -20,7 +20,7 @@ def test_checkpoints_keep_the_last_and_the_best_and_skip_nan(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [  # the newest two, to fall back on
         "epoch-0004.json", "epoch-0004.keras", "epoch-0005.json", "epoch-0005.keras", "state.json"]
     assert RunFolder(tmp_path).latest_checkpoint()[0] == 5
-    assert RunFolder(tmp_path).read_state() == {"epochs": 5, "best_val_accuracy": 0.5}
+    assert RunFolder(tmp_path).read_state() == {"epochs": 5, "best_val_accuracy": 0.5, "best_epoch": 1}
     best = keras.saving.load_model(tmp_path / "best.keras")
     for got, expected in zip(best.get_weights(), best_weights):
         np.testing.assert_array_equal(got, expected)

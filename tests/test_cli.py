@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from conftest import run_cli
 from PIL import Image
 
 from alexnet.cli import main
+from alexnet.results.prediction import predict
 
 RUN_FILES = ["config.json", "history.csv", "model.keras", "best.keras", "metrics.json", "samples.png", "curves.png",
              "report.json", "report.md", "confusion.png", "mistakes.png", "checkpoints/epoch-0002.keras"]
@@ -143,6 +145,18 @@ def test_predict_answers_every_image_and_reports_bad_files(trained_run, cifar_sl
         assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
         assert {p["class"] for p in result["predictions"]} <= set(json.loads(
             (trained_run / "report.json").read_text())["class_names"])
+
+
+def test_predict_walks_a_folder_in_batches_and_answers_as_for_its_files(trained_run, cifar_slice, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        shutil.copytree(cifar_slice / "test" / name, folder / name)
+    files = sorted(str(p) for p in folder.rglob("*.jpg"))
+    assert main(["predict", str(trained_run), str(folder), "--json"]) == 0
+    by_folder = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in by_folder] == files  # every image once, sorted
+    assert predict(trained_run, files[:7], batch_size=3) == by_folder[:7]  # the same answers in batches of 3
+
 
 
 def test_a_folder_that_holds_a_run_is_not_overwritten(trained_run, cifar_slice, capsys):
@@ -322,3 +336,17 @@ def test_strategy_errors_name_only_what_runs():
         plan(other)
     assert "multiworker" not in str(caught.value)  # refused everywhere, never offered
     assert "multiworker" not in strategies_on(backend) and "auto" in strategies_on(backend)
+
+
+@pytest.mark.parametrize("variable,value,accepts", [
+    ("ALEXNET_MEMORY_BUDGET", "lots", "a positive number of bytes, with K, M or G allowed"),
+    ("ALEXNET_MEMORY_BUDGET", "-4G", "a positive number of bytes"),
+    ("ALEXNET_STREAM_WORKERS", "-3", "a whole number of decoding processes, 0 or more"),
+    ("ALEXNET_STREAM_WORKERS", "two", "a whole number of decoding processes, 0 or more"),
+])
+def test_a_bad_environment_variable_is_a_usage_error_whatever_the_command(variable, value, accepts, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setenv(variable, value)
+    assert main(["summary"]) == 2  # summary reads neither: the check comes first, for every command
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"alexnet: error: {variable} must be {accepts}") and err.endswith(f"{variable}={value}")

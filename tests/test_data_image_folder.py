@@ -114,5 +114,5 @@ def test_the_stream_flag_forces_either_way(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="--stream: the CIFAR batches in .* only image folders stream"):
         load_dataset(str(tmp_path / "batches"), stream=True)
     monkeypatch.setenv("ALEXNET_MEMORY_BUDGET", "lots")
-    with pytest.raises(UsageError, match="ALEXNET_MEMORY_BUDGET=lots is not a number of bytes"):
+    with pytest.raises(UsageError, match="ALEXNET_MEMORY_BUDGET must be a positive number of bytes"):
         load_dataset(str(folder))

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from data_helpers import make_image_folder
 from imagenet_helpers import CLASSES, colour_class, make_mini_imagenet
 from PIL import Image
 
@@ -92,6 +93,13 @@ def _break(root, what):
         text = (root / "LOC_val_solution.csv").read_text().splitlines()
         text[1] = text[1].split(",")[0] + ",n09999999 1 2 3 4"
         (root / "LOC_val_solution.csv").write_text("\n".join(text) + "\n")
+    elif what == "two labels":  # the second row's image again, with the first row's label (another class)
+        text = (root / "LOC_val_solution.csv").read_text().splitlines()
+        first, second = text[1].split(","), text[2].split(",")
+        if first[1].split()[0] == second[1].split()[0]:
+            second = text[3].split(",")
+        text.append(f"{second[0]},{first[1]}")
+        (root / "LOC_val_solution.csv").write_text("\n".join(text) + "\n")
     elif what == "bad header":
         text = (root / "LOC_val_solution.csv").read_text().splitlines()
         (root / "LOC_val_solution.csv").write_text("\n".join(["id,label"] + text[1:]) + "\n")
@@ -104,6 +112,7 @@ def _break(root, what):
     ("train", r"lacks ILSVRC/Data/CLS-LOC/train \(the training images\)"),
     ("unknown wnid", r"labels ILSVRC2012_val_\d+ with n09999999, which is not a training class"),
     ("bad header", r"should start with the header ImageId,PredictionString"),
+    ("two labels", r"labels ILSVRC2012_val_\d+ twice, with n\d+ and then n\d+ \(line \d+\); fix the file"),
 ])
 def test_an_almost_right_kaggle_folder_is_refused_naming_what_is_missing(tmp_path, what, message):
     make_mini_imagenet(tmp_path, "kaggle", train_per_class=2, val_per_class=1)
@@ -158,7 +167,7 @@ def _decoders():
         from alexnet.pipeline import tf_engine
     except ImportError:
         return found
-    found["tf.data"] = lambda path: tf_engine._decode(tf.io.read_file(str(path)), transform,
+    found["tf.data"] = lambda path: tf_engine._decode(tf.constant(str(path)), transform,
                                                       tf.constant([0, 0], tf.int64)).numpy()
     return found
 
@@ -181,3 +190,15 @@ def test_imagenet_oddities_decode_to_rgb_on_every_engine(tmp_path_factory, engin
         assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
     else:
         assert colour_class(image) == path.parent.name
+
+
+def test_a_symbolic_link_loop_is_skipped_with_a_warning_that_names_it(tmp_path, capsys):
+    make_image_folder(tmp_path, per_class=3)
+    os.symlink("loop.png", tmp_path / "train" / "cat" / "loop.png")  # a link to itself: ELOOP when followed
+    os.symlink("away", tmp_path / "train" / "away")  # a class folder that is a loop
+    listing = layouts.list_files(layouts.detect(tmp_path))
+    err = capsys.readouterr().err
+    assert len(listing.paths) == 12 and listing.class_ids == ["cat", "dog"]  # the images, all of them
+    for name in ("cat/loop.png", "away"):
+        line = f"skipped {tmp_path / 'train' / name}: Too many levels of symbolic links"
+        assert err.count(line) == 1, err

@@ -3,14 +3,8 @@ import numpy as np
 import pytest
 
 from alexnet.results.inference import tta_probabilities
-from alexnet.results.report import (
-    LabelledImages,
-    ReportOptions,
-    classification_metrics,
-    metrics_from_report,
-    summary_lines,
-    write_report,
-)
+from alexnet.results.report import (LabelledImages, ReportOptions, classification_metrics, metrics_from_report,
+                                    summary_lines, write_report)
 
 
 def test_metrics_of_a_known_case():

@@ -6,10 +6,12 @@ import os
 
 import numpy as np
 import pytest
+from data_helpers import write_png_bomb
 from PIL import Image
 
 from alexnet.data import FileIndex
-from alexnet.errors import AlexnetError
+from alexnet.data.images import too_large
+from alexnet.errors import AlexnetError, UsageError
 from alexnet.pipeline import order, streams
 from alexnet.pipeline.feed import Epochs, Feed
 from alexnet.settings.recipes import Crop
@@ -175,3 +177,25 @@ def test_a_mid_epoch_resume_reads_the_rows_an_uninterrupted_stream_reads_next(en
     whole = labels(0, 0, 12)  # two epochs of 6 steps
     assert whole[24:] == order.permutation(24, 5, 1).tolist()
     assert labels(1, 2, 4) == whole[24 + 8:]  # epoch 2 from its third step on
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_decompression_bomb_is_skipped_and_named_before_it_is_decoded(engine, tmp_path, capsys):
+    index = _folder(tmp_path, count=6)
+    bomb = write_png_bomb(tmp_path / os.fsdecode(index.paths[2]))  # 400 million pixels claimed, 1.2 GB decoded
+    assert too_large(bomb) and not too_large(index.path(0))
+    skips = streams.SkippedFiles()
+    stream = _engine(engine).evaluation_stream(index, np.arange(6), Feed(6, transform=streams.Transform((16, 16)),
+                                                                         skips=skips))
+    labels, weights = _read(stream, 1)
+    assert skips.counts[-1] == 1 and f"skipped {index.path(2)}" in capsys.readouterr().err
+    assert sorted(labels[weights > 0].tolist()) == [0, 1, 3, 4, 5]
+
+
+def test_streaming_without_grain_says_what_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grain" else real(name, *a))
+    for backend in ("jax", "torch"):
+        with pytest.raises(UsageError, match=rf'needs Grain, which is not installed: pip install "alexnet\[{backend}\]" '
+                                             r"\(or pip install grain\), or stream with --backend tensorflow"):
+            streams.engine(backend)

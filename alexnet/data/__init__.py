@@ -23,13 +23,8 @@ from pathlib import Path
 from alexnet import console
 from alexnet.data.archives import ARCHIVE_SUFFIXES, _dataset_root, extract_archive
 from alexnet.data.cache import cache_dir, writable_cache_dir
-from alexnet.data.cifar_batches import (
-    CIFAR10_CLASSES,
-    _find_cifar_batches,
-    read_cifar_batch,
-    read_cifar_batches,
-    safe_unpickle,
-)
+from alexnet.data.cifar_batches import (CIFAR10_CLASSES, _find_cifar_batches, read_cifar_batch, read_cifar_batches,
+                                        safe_unpickle)
 from alexnet.data.dataset import Dataset
 from alexnet.data.image_folder import IMAGE_EXTENSIONS, MAX_STORED_SIDE, load_image_folder
 from alexnet.data.images import _resized, decode_image

@@ -17,6 +17,7 @@ from alexnet.data.images import _image_size, decode_image
 from alexnet.data.index import FileIndex, index_key, load_index, save_index
 from alexnet.data.layouts import IMAGE_EXTENSIONS, detect, list_files
 from alexnet.errors import AlexnetError, UsageError
+from alexnet.settings.choices import memory_budget_setting
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +118,10 @@ def _storage_size(paths, storage_size, root, quiet=False):
     return size
 
 
-MEMORY_BUDGET = "ALEXNET_MEMORY_BUDGET"  # bytes (suffix K, M or G allowed): the memory a folder may fill
-
-
 def memory_budget():
     """Bytes the decoded images may take: $ALEXNET_MEMORY_BUDGET, else the memory available now (Linux)."""
-    given = os.environ.get(MEMORY_BUDGET, "").strip().upper()
-    if given:
-        scale = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}.get(given[-1], 1)
-        try:
-            return int(float(given.rstrip("KMG")) * scale)
-        except ValueError:
-            raise UsageError(f"{MEMORY_BUDGET}={os.environ[MEMORY_BUDGET]} is not a number of bytes "
-                             "(for example 512M or 8G)") from None
-    return _available_memory()
+    given = memory_budget_setting()
+    return given if given is not None else _available_memory()
 
 
 def _available_memory():

@@ -75,6 +75,31 @@ def decode_image(path, size=None):
         return np.asarray(image, dtype=np.uint8)
 
 
+def pixel_limit():
+    """The most pixels an image may have to be decoded: PIL's own refusal (twice Image.MAX_IMAGE_PIXELS, about
+    179 million), on every path, so that one oversized scan costs a warning, not the memory of the run."""
+    from PIL import Image
+
+    return 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+
+
+def too_large(path):
+    """Whether an image file's header says it has more pixels than `pixel_limit` (a decompression bomb); an
+    unreadable header is not too large (decoding it fails on its own)."""
+    from PIL import Image
+
+    limit = pixel_limit()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return limit is not None and image.size[0] * image.size[1] > limit
+    except Image.DecompressionBombError:
+        return True
+    except Exception:  # PIL and the OS raise many types; not ours to report here
+        return False
+
+
 def _image_size(path):
     """(height, width) of an image file, read from its header; None if it cannot be read."""
     from PIL import Image

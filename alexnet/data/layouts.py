@@ -194,7 +194,11 @@ def _labelled_flat(folder, labels_csv, class_ids):
             if wnid not in known:
                 raise UsageError(f"--data: line {number} of {labels_csv} labels {row[0]} with {wnid or 'nothing'}, "
                                  f"which is not a training class")
-            wanted[row[0].strip()] = wnid
+            image = row[0].strip()
+            if wanted.get(image, wnid) != wnid:  # the same image twice with two labels: which is right is unknown
+                raise UsageError(f"--data: {labels_csv} labels {image} twice, with {wanted[image]} and then {wnid} "
+                                 f"(line {number}); fix the file so that each image has one label")
+            wanted[image] = wnid
     files = {wnid: [] for wnid in class_ids}
     unlabelled = []
     for path in _files(folder):
@@ -230,13 +234,29 @@ def _list_classes(folder):
 def _class_folders(folder):
     if not folder.is_dir():
         return []
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    return sorted(e.name for e in os.scandir(folder) if not e.name.startswith(".") and _is(e, "dir"))
 
 
 def _files(folder):
     """The image files in a folder (by extension; regular files only), sorted by name."""
     return sorted(Path(e.path) for e in os.scandir(folder)
-                  if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+                  if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS and _is(e, "file"))
+
+
+def _is(entry, kind):
+    """Whether a folder entry is a file or a folder; an entry that cannot be followed (a symbolic link loop, a
+    link into a folder without permission) is neither: skipped with a warning that names it, as an unreadable
+    image is."""
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError as error:
+        if entry.path not in _SKIPPED:  # a folder is listed more than once (detect, then list_files)
+            _SKIPPED.add(entry.path)
+            log.warning(f"skipped {entry.path}: {error.strerror or error}")
+        return False
+
+
+_SKIPPED = set()  # entries already named in a warning
 
 
 def _few(names, count=5):

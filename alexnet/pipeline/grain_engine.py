@@ -17,14 +17,12 @@ import os
 import numpy as np
 
 from alexnet.data.images import open_rgb
-
-# Decoding workers: Grain's own processes. ALEXNET_STREAM_WORKERS=0 decodes in the main process (threads).
-WORKERS_VARIABLE = "ALEXNET_STREAM_WORKERS"
-
+from alexnet.settings.choices import stream_workers_setting
 
 def workers():
-    value = os.environ.get(WORKERS_VARIABLE)
-    return int(value) if value not in (None, "") else min(8, os.cpu_count() or 1)
+    """Grain's decoding processes: $ALEXNET_STREAM_WORKERS (0: the main process decodes), else the cores up to 8."""
+    given = stream_workers_setting()
+    return given if given is not None else min(8, os.cpu_count() or 1)
 
 
 # --- One file -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ it is an error.
 """
 
 import dataclasses
+import importlib.util
 import logging
 import threading
 from collections import defaultdict
@@ -32,7 +33,8 @@ from collections import defaultdict
 import numpy as np
 
 from alexnet.data.images import decode_image
-from alexnet.errors import AlexnetError
+from alexnet.errors import AlexnetError, UsageError
+from alexnet.pipeline import grain_engine
 from alexnet.pipeline.grain_engine import decode_transformed
 from alexnet.settings import recipes
 
@@ -106,12 +108,20 @@ def evaluation_stream(index, labels, feed):
 def _engine():
     import keras  # the backend is chosen by now: streams are made by the trainer and the evaluation
 
-    if keras.backend.backend() == "tensorflow":
-        from alexnet.pipeline import tf_engine
+    return engine(keras.backend.backend())
+
+
+def engine(backend):
+    """The module that streams files on `backend`: tf.data's, or Grain's (UsageError, saying what to install,
+    where Grain is missing)."""
+    if backend == "tensorflow":
+        from alexnet.pipeline import tf_engine  # imports TensorFlow: only on its backend
 
         return tf_engine
-    from alexnet.pipeline import grain_engine
-
+    if importlib.util.find_spec("grain") is None:
+        raise UsageError(f"streaming image files on the {backend} backend needs Grain, which is not installed: "
+                         f'pip install "alexnet[{backend}]" (or pip install grain), or stream with --backend '
+                         "tensorflow")
     return grain_engine
 
 
@@ -154,6 +164,13 @@ def decoder(run, size):
 
 
 def decoded(index, rows, transform):
-    """uint8 images (len(rows), H, W, 3) of a few files (pictures, export checks), decoded with PIL."""
-    return np.stack([decode_transformed(index.path(int(row)), transform) for row in rows]) if len(rows) else \
-        np.zeros((0, *transform.size, 3), np.uint8)
+    """(uint8 images (k, H, W, 3), the k rows they are) of a few files (pictures, checks), decoded with PIL; a file
+    that cannot be read (or is over the decoding limit) is left out with a warning that names it."""
+    images, kept = [], []
+    for row in rows:
+        try:
+            images.append(decode_transformed(index.path(int(row)), transform))
+            kept.append(int(row))
+        except Exception as error:  # PIL and the OS raise many types
+            log.warning(f"skipped {index.path(int(row))}: {type(error).__name__}: {error}")
+    return (np.stack(images) if images else np.zeros((0, *transform.size, 3), np.uint8)), np.asarray(kept, np.int64)

@@ -3,25 +3,41 @@
 The rows each process reads come from `alexnet.pipeline.order` (computed once an epoch);
 each file is read with `tf.io.read_file` and decoded at its crop
 (`decode_and_crop_jpeg` for JPEGs, the other formats decoded whole), in a
-parallel map: no Python runs per image. A file that cannot be read or decoded
-is dropped by `ignore_errors`; a per-batch check in Python compares the rows
-that arrive with the rows asked for, and names and counts the missing ones.
+parallel map. An image with more pixels than `images.pixel_limit` (a
+decompression bomb: a 400 KB PNG of 20000x20000) is refused before it is
+decoded: a JPEG by its header in the graph, another format by PIL reading its
+header, the one Python call per image. A file that cannot be read, decoded or
+is refused is dropped by `ignore_errors`; a per-batch check in Python compares
+the rows that arrive with the rows asked for, and names and counts the missing ones.
 """
 
 import itertools
+import os
 
 import numpy as np
 import tensorflow as tf
 
+from alexnet.data.images import pixel_limit, too_large
 
-def _decode(contents, transform, seed):
-    """A file's bytes -> uint8 (height, width, 3), transformed (`streams.Transform`); seed: stateless, shape (2,)."""
+
+def _decode(path, transform, seed):
+    """A file -> uint8 (height, width, 3), transformed (`streams.Transform`); seed: stateless, shape (2,)."""
+    contents = tf.io.read_file(path)
     size = tf.constant(transform.size, tf.int32)
     crop_window = _window(contents, transform, seed)
-    image = tf.cond(tf.io.is_jpeg(contents),
-                    lambda: tf.io.decode_and_crop_jpeg(contents, crop_window(tf.image.extract_jpeg_shape(contents)),
-                                                       channels=3),
-                    lambda: _crop(_decode_other(contents), crop_window))
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(contents)
+        with tf.control_dependencies([_within_limit(tf.cast(shape[0], tf.int64) * tf.cast(shape[1], tf.int64))]):
+            return tf.io.decode_and_crop_jpeg(contents, crop_window(shape), channels=3)
+
+    def other():
+        refused = tf.numpy_function(lambda p: np.bool_(too_large(os.fsdecode(np.asarray(p).item()))), [path], tf.bool,
+                                    stateful=False)
+        with tf.control_dependencies([tf.debugging.assert_equal(refused, False, message=TOO_LARGE)]):
+            return _crop(_decode_other(contents), crop_window)
+
+    image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
     image = tf.image.resize(image, size, method="bilinear", antialias=True)
     image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     if transform.mirror:
@@ -30,6 +46,15 @@ def _decode(contents, transform, seed):
         image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
     image.set_shape((*transform.size, 3))
     return image
+
+
+TOO_LARGE = "more pixels than the decoding limit"
+
+
+def _within_limit(pixels):
+    limit = pixel_limit()
+    return tf.debugging.assert_less_equal(pixels, tf.constant(limit, tf.int64), message=TOO_LARGE) if limit else \
+        tf.no_op()
 
 
 def _decode_other(contents):
@@ -89,8 +114,9 @@ class _Audit:
             wanted = self._next_expected()
             while wanted != (epoch, row):
                 if wanted[1] >= 0:  # padding (-1) is never read
-                    self.skips.skip(self.index.path(wanted[1]), "unreadable or not an image (tf.data could not "
-                                    "read or decode it)", wanted[0], wanted[1])
+                    self.skips.skip(self.index.path(wanted[1]), "unreadable, not an image, or over the decoding "
+                                    f"limit of {pixel_limit()} pixels (tf.data could not read or decode it)",
+                                    wanted[0], wanted[1])
                 wanted = self._next_expected()
         return np.int64(len(rows))
 
@@ -112,7 +138,7 @@ def _stream(index, labels, feed, epochs, rows_of):
         padding = row < 0
         row_or_0 = tf.maximum(row, 0)
         image = tf.cond(padding, lambda: tf.zeros((*transform.size, 3), tf.uint8),
-                        lambda: _decode(tf.io.read_file(paths[row_or_0]), transform,
+                        lambda: _decode(paths[row_or_0], transform,
                                         tf.stack([tf.cast(seed, tf.int64), epoch * n + row_or_0])))
         label = labels[row_or_0]
         label = tf.one_hot(label, num_classes) if num_classes else label

@@ -186,7 +186,7 @@ def check_set(model, run, data, count):
         return images
     from alexnet.pipeline.streams import decoded  # a streamed test split: its first files, decoded
 
-    return decoded(images.index, range(min(count, len(images))), images.transform)
+    return decoded(images.index, range(min(count, len(images))), images.transform)[0]
 
 
 def compare(expected, outputs, tolerance):

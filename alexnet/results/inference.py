@@ -100,7 +100,7 @@ class StreamedImages:
         return len(self.index)
 
     def __getitem__(self, i):
-        return decoded(self.index, [self.rows[i]], self.transform)[0]
+        return decoded(self.index, [self.rows[i]], self.transform)[0][0]  # a file the prediction read
 
     def predict(self, model, batch_size, mirror=False):
         """(probabilities of the rows read, those rows)."""

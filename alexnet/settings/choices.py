@@ -9,6 +9,8 @@ value all read these. Keras-free: the CLI reads them before the backend is chose
 """
 
 import dataclasses
+import math
+import os
 
 from alexnet.errors import UsageError, check_choice
 from alexnet.model.architecture import VARIANTS, feature_map_size, min_image_size
@@ -53,6 +55,45 @@ FORMATS = {
 # Settings that must be positive where given (TrainConfig field -> its flag); argparse and validate read it.
 POSITIVE = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "limit_train": "--limit-train",
             "limit_test": "--limit-test"}
+
+
+# The environment variables that tune the package (beside ALEXNET_CACHE_DIR, a folder), each read here only; the
+# CLI checks them as it starts, so a bad value fails at once whatever the command then reads.
+MEMORY_BUDGET = "ALEXNET_MEMORY_BUDGET"  # bytes (suffix K, M or G allowed) that decoded images may fill
+STREAM_WORKERS = "ALEXNET_STREAM_WORKERS"  # Grain's decoding processes; 0 decodes in the main process
+
+
+def memory_budget_setting():
+    """$ALEXNET_MEMORY_BUDGET in bytes, or None where it is not set; UsageError for anything but a positive size."""
+    given = os.environ.get(MEMORY_BUDGET, "").strip()
+    if not given:
+        return None
+    scale = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}.get(given[-1].upper(), 1)
+    try:
+        value = float(given[:-1] if scale > 1 else given) * scale
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise UsageError(f"{MEMORY_BUDGET} must be a positive number of bytes, with K, M or G allowed (for example "
+                         f"512M or 8G). Received: {MEMORY_BUDGET}={given}")
+    return int(value)
+
+
+def stream_workers_setting():
+    """$ALEXNET_STREAM_WORKERS, or None where it is not set; UsageError for anything but a whole number >= 0."""
+    given = os.environ.get(STREAM_WORKERS, "").strip()
+    if not given:
+        return None
+    if not given.isdigit():
+        raise UsageError(f"{STREAM_WORKERS} must be a whole number of decoding processes, 0 or more (0 decodes in "
+                         f"the main process). Received: {STREAM_WORKERS}={given}")
+    return int(given)
+
+
+def check_environment():
+    """Raises UsageError for an environment variable of the package with a value it cannot use."""
+    memory_budget_setting()
+    stream_workers_setting()
 
 
 def check(flag, value, allowed):

@@ -19,7 +19,7 @@ class TrainConfig:
 
     data: str = "cifar10"  # "cifar10" (keras.datasets) or a folder / archive path
     model: str = "alexnet"  # one of choices.MODELS: "alexnet" or "alexnet-lrn"
-    recipe: str = "tutorial"  # one of choices.RECIPE_NAMES: "tutorial", "fast" (GPU), "cpu" (alexnet/settings/recipes.py)
+    recipe: str = "tutorial"  # one of choices.RECIPE_NAMES: "tutorial", "fast" (GPU), "cpu" (settings/recipes.py)
     epochs: Optional[int] = None  # full passes over the training split; None: the recipe's
     batch_size: Optional[int] = None  # images per step and replica; None: the recipe's
     lr: Optional[float] = None  # peak SGD learning rate; None: the recipe's rule for the batch size

@@ -5,6 +5,27 @@ in place, one after the other, so a `kill -9` between the two leaves a torn
 state. Here each checkpoint is one file whose name carries its position
 (`epoch-NNNN.keras`, mid-epoch `epoch-NNNN-step-SSSSSSS.keras`) and that
 appears by an atomic rename, after the .json beside it.
+
+The commit order. A run has one commit point per epoch, the rename that puts
+`checkpoints/epoch-NNNN.keras` in place (and one per mid-epoch checkpoint, its
+`epoch-NNNN-step-SSSSSSS.keras`); every other file is derived, and a resume
+re-derives what a crash left behind or ahead of the newest checkpoint that loads:
+
+1. history.csv's row and TensorBoard's events of the epoch (`logs.EpochLog`):
+   written first, so they are never behind; rows past the commit are trimmed
+   at resume (`logs.trim_logs`).
+2. The checkpoint's .json (random-generator states, mid-epoch metric sums),
+   then the checkpoint itself: THE COMMIT.
+3. best.keras, when validation improved; then checkpoints/state.json (epochs,
+   best accuracy, best epoch). At resume `settle_best` rebuilds a best.keras
+   that a crash left stale or missing from the best committed epoch's checkpoint.
+4. The checkpoints this one supersedes are removed (the two newest epochs are
+   kept; mid-epoch ones go once their epoch is committed).
+5. After the last epoch: model.keras, the report files, curves.png, and last
+   metrics.json, which marks the run finished (a resume before it writes them).
+
+A crash before the first commit leaves nothing to resume from: the resume
+starts the run again from epoch 0, with its own settings (`start.resume_config`).
 """
 
 import dataclasses
@@ -19,7 +40,7 @@ import keras
 import numpy as np
 
 from alexnet.errors import AlexnetError
-from alexnet.files import save_model_atomic, write_json
+from alexnet.files import copy_atomic, save_model_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +63,20 @@ class Checkpoints(keras.callbacks.Callback):
     whose loss is not finite is never saved.
     """
 
-    def __init__(self, folder, best_accuracy=-1.0):
+    def __init__(self, folder, best=(-1.0, None)):
         super().__init__()
         self.folder = folder  # runs.RunFolder
-        self.best_accuracy = best_accuracy
+        self.best_accuracy, self.best_epoch = best  # so far: `best_so_far`
 
     def on_epoch_end(self, epoch, logs=None):
         if not _finite(logs):
             return
-        save_checkpoint(self.model, self.folder, epoch + 1)
+        save_checkpoint(self.model, self.folder, epoch + 1)  # the commit (see the module's docstring)
         accuracy = (logs or {}).get("val_accuracy")
         if accuracy is not None and math.isfinite(accuracy) and accuracy > self.best_accuracy:
-            self.best_accuracy = float(accuracy)
+            self.best_accuracy, self.best_epoch = float(accuracy), epoch + 1
             save_model_atomic(self.model, self.folder.best_model)
-        self.folder.write_state(epoch + 1, self.best_accuracy)
+        self.folder.write_state(epoch + 1, self.best_accuracy, self.best_epoch)
         for _, old in self.folder.checkpoints()[KEEP_CHECKPOINTS:]:
             _remove_checkpoint(self.folder, old)
         for old in self.folder.step_files():  # the mid-epoch checkpoints this one supersedes
@@ -165,13 +186,42 @@ def restore(model, state):
     return Position()
 
 
-def best_val_accuracy(state):
-    """The best validation accuracy so far: from checkpoints/state.json, else history.csv, else none (-1)."""
-    best = state.read_state().get("best_val_accuracy")
-    if isinstance(best, (int, float)):
-        return float(best)
-    values = [row.get("val_accuracy", math.nan) for row in state.read_history()]
-    return max([v for v in values if math.isfinite(v)], default=-1.0)
+def best_so_far(state, done):
+    """(best validation accuracy, its epoch counted from 1) over the first `done` epochs: from history.csv's
+    rows, else from checkpoints/state.json, else (-1, None).
+
+    A pure read, the same in every process: all must decide alike when to save best.keras (a collective save
+    with several JAX processes).
+    """
+    rows = [row for row in state.read_history()
+            if row.get("epoch", math.inf) < done and math.isfinite(row.get("val_accuracy", math.nan))]
+    if rows:
+        best = max(rows, key=lambda row: row["val_accuracy"])  # the first of equals, as Checkpoints keeps it
+        return best["val_accuracy"], int(best["epoch"]) + 1
+    stored = state.read_state()
+    accuracy = stored.get("best_val_accuracy")
+    return (float(accuracy), stored.get("best_epoch")) if isinstance(accuracy, (int, float)) else (-1.0, None)
+
+
+def settle_best(folder, done):
+    """At resume from `done` epochs: best.keras and state.json as the committed epochs say they are.
+
+    A crash between an epoch's checkpoint and its best.keras (or state.json)
+    leaves best.keras stale or missing; it is rebuilt from the best committed
+    epoch's checkpoint while that still exists.
+    """
+    if not done:  # nothing committed: the run starts again
+        return
+    accuracy, epoch = best_so_far(folder, done)
+    recorded = folder.read_state().get("best_epoch")
+    stale = epoch is not None and (epoch != recorded or not folder.best_model.is_file())
+    if stale and folder.checkpoint_file(epoch).is_file():
+        copy_atomic(folder.checkpoint_file(epoch), folder.best_model)
+        log.info(f"best.keras rebuilt from the checkpoint of epoch {epoch}, the best committed one")
+    elif stale and not folder.best_model.is_file():
+        log.warning(f"best.keras is missing and the checkpoint of its epoch ({epoch}) is gone: it is written again "
+                    "when validation improves")
+    folder.write_state(done, accuracy, epoch)
 
 
 class StepCheckpoints(keras.callbacks.Callback):

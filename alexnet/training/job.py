@@ -137,14 +137,17 @@ def prepare(config, stored, interrupt):
     if distribution.is_chief and stored is None:
         try:
             _write_new_run(job)
+            _write_samples(job)
         except BaseException as error:
             clean_up(job, error)
             raise
+    elif distribution.is_chief and not folder.samples_file.is_file():  # a crash came before it
+        _write_samples(job)
     return job
 
 
 def _write_new_run(job):
-    """config.json (which marks the folder as a run) and samples.png of a new run."""
+    """config.json of a new run, which marks the folder as a run."""
     config, splits = job.config, job.splits
     data = {
         "source": splits.source, "class_names": splits.class_names,
@@ -168,10 +171,16 @@ def _write_new_run(job):
                                    config.ten_crop, config.ema),
         "distribution": job.distribution.describe(config.batch_size, config.lr),
         "speed": {**job.speed, "op_determinism": job.deterministic}, "environment": environment()})
+
+
+def _write_samples(job):
+    """samples.png: a seeded grid of training images."""
+    config, splits = job.config, job.splits
     images, labels = splits.x_train, splits.y_train
     if job.streamed:  # a few files decoded for the picture
         rows = np.sort(np.random.default_rng(config.seed).choice(len(images), min(20, len(images)), replace=False))
-        images, labels = streams.decoded(images, rows, job.transforms[1]), labels[rows]
+        images, rows = streams.decoded(images, rows, job.transforms[1])
+        labels = labels[rows]
     plots.sample_grid(images, labels, splits.class_names, job.folder.samples_file, seed=config.seed)
 
 
@@ -223,16 +232,9 @@ def colour_basis(job, count=256):
     images = job.splits.x_train
     rows = np.sort(np.random.default_rng([job.config.seed, 7]).choice(len(images), min(count, len(images)),
                                                                        replace=False))
-    sample = images[rows] if not job.streamed else np.stack([
-        image for image in (_decoded_or_none(images, row, job.transforms[1]) for row in rows) if image is not None])
+    sample = images[rows] if not job.streamed else streams.decoded(images, rows, job.transforms[1])[0]
     eigenvalues, eigenvectors = layers.colour_basis(sample)
     log.info(f"PCA lighting noise: colour eigenvalues {', '.join(f'{v:.3g}' for v in eigenvalues)} "
              f"(standardized pixels of {len(rows)} training images)")
     return eigenvalues, eigenvectors
 
-
-def _decoded_or_none(index, row, transform):
-    try:
-        return streams.decoded(index, [row], transform)[0]
-    except Exception:  # PIL and the OS raise many types; training skips (and names) such files itself
-        return None

@@ -13,6 +13,7 @@ a checkpoint, and `resume` continues from the newest one that loads.
 """
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +21,8 @@ from alexnet import backend, console
 from alexnet.errors import UsageError
 from alexnet.runs import RunFolder
 from alexnet.settings.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -73,20 +76,25 @@ def resume_config(run_dir, epochs=None):
     """The settings of the run in run_dir and its config.json, with the total epochs changed if given.
 
     Refuses to extend a finished run unless `epochs` says how far, and to
-    resume a run whose checkpoints are gone after it trained.
+    resume a run whose checkpoints were deleted after it committed an epoch. A
+    run that a crash stopped before its first checkpoint starts again from
+    epoch 0, with its own settings (checkpoints.py: the commit order).
     """
     folder = RunFolder(run_dir)
     if not folder.is_run():
         raise UsageError(f"--resume {run_dir}: not a run folder (no {folder.CONFIG})")
     stored = folder.read_config("resumed")
     config = TrainConfig.from_dict(stored["settings"]).resolved()  # a run's config.json holds resolved settings
-    done, checkpoint = folder.latest_checkpoint()
-    trained = max(folder.read_state().get("epochs", 0), len(folder.read_history()))
+    done, _ = folder.latest_checkpoint()
     finished = folder.metrics_file.is_file()
-    if checkpoint is None and (trained or finished):
-        raise UsageError(f"--resume {run_dir}: the run trained {trained or config.epochs} epoch(s) but its "
-                         f"checkpoints ({folder.checkpoint_dir}) are gone, so it cannot be continued; its "
-                         f"{folder.FINAL} and {folder.BEST} are kept. Start a new run to train again.")
+    if not folder.positions():
+        if _committed(folder):  # then checkpoints existed: someone removed them
+            kept = [name for name in (folder.FINAL, folder.BEST) if (folder.path / name).is_file()]
+            raise UsageError(f"--resume {run_dir}: its checkpoints ({folder.checkpoint_dir}) are gone, so it cannot "
+                             "be continued" + (f"; its {' and '.join(kept)} {'are' if len(kept) > 1 else 'is'} kept"
+                                               if kept else "") + ". Start a new run to train again.")
+        console.note(log, f"{run_dir} stopped before its first checkpoint: training it again from epoch 0 with "
+                          "its own settings")
     finished = finished and done >= config.epochs
     if epochs is not None:
         least = config.epochs + 1 if finished else done + 1
@@ -99,6 +107,13 @@ def resume_config(run_dir, epochs=None):
                          f"say how far: --resume {run_dir} --epochs N (N > {config.epochs})")
     config.run_dir = str(run_dir)
     return config, stored
+
+
+def _committed(folder):
+    """Whether the run ever committed an epoch (checkpoints.py): its state says so, it logged a second epoch
+    (which starts only after the first is committed), or it wrote a model or its metrics."""
+    return (folder.read_state().get("epochs", 0) >= 1 or len(folder.read_history()) >= 2
+            or any(path.is_file() for path in (folder.final_model, folder.best_model, folder.metrics_file)))
 
 
 def _choose_backend(name):

@@ -29,25 +29,12 @@ from alexnet.results.inference import StreamedImages
 from alexnet.results.report import LabelledImages, ReportOptions, metrics_from_report, summary_lines, write_report
 from alexnet.runs import REPORT_MD
 from alexnet.settings import recipes
-from alexnet.training.checkpoints import (
-    Checkpoints,
-    Position,
-    RestoreMetrics,
-    StepCheckpoints,
-    best_val_accuracy,
-    restore,
-)
+from alexnet.training.checkpoints import (Checkpoints, Position, RestoreMetrics, StepCheckpoints, best_so_far, restore,
+                                          settle_best)
 from alexnet.training.inputs import fit_data
 from alexnet.training.job import clean_up, colour_basis, describe, prepare, run_folder, stopped_by
-from alexnet.training.logs import (
-    TEST_EACH_EPOCH_COLUMNS,
-    TOP5_COLUMNS,
-    EpochLog,
-    SkippedFileCount,
-    TestEachEpoch,
-    TimeEstimate,
-    trim_logs,
-)
+from alexnet.training.logs import (TEST_EACH_EPOCH_COLUMNS, TOP5_COLUMNS, EpochLog, SkippedFileCount, TestEachEpoch,
+                                   TimeEstimate, trim_logs)
 from alexnet.training.stopping import DeferredInterrupt, StopOnInterrupt
 
 log = logging.getLogger(__name__)
@@ -119,6 +106,7 @@ def _commit_resume(job, done):
     if removed:
         log.info(f"Removed {len(removed)} temporary file(s) left by a killed process: {', '.join(removed[:5])}")
     trim_logs(job.folder, done)
+    settle_best(job.folder, done)
     job.folder.write_config({**job.stored, "settings": job.config.to_dict()})
 
 
@@ -149,7 +137,7 @@ def fit_callbacks(job, start, validation, test_data):
                                      else None)] if config.test_each_epoch else []  # benchmarks only
     return [*test_each_epoch,
             EpochLog(job.folder, job.images_per_epoch, columns, first_share=share, validation=validation),
-            Checkpoints(job.folder, best_val_accuracy(job.state)),
+            Checkpoints(job.folder, best_so_far(job.state, start.epoch)),
             keras.callbacks.TerminateOnNaN(),
             TimeEstimate(config.epochs - start.epoch, job.speed["device"]),
             SkippedFileCount(job.skips),
@@ -223,7 +211,8 @@ def _local_copy(model):
 
 
 def _finish(job, model):
-    """Writes the final model, the test metrics, the evaluation report and the curves; returns the metrics."""
+    """Writes the final model, the evaluation report, the curves and, last, the test metrics (metrics.json marks
+    the run finished: a crash before it leaves the rest to the resume); returns the metrics."""
     config, splits, folder = job.config, job.splits, job.folder
     compiling.use_average(model)  # with --ema: the final model is the average
     save_model_atomic(model, folder.final_model)  # every process: saving a sharded model is collective
@@ -236,14 +225,14 @@ def _finish(job, model):
     options = ReportOptions(tta=config.tta, ten_crop=config.ten_crop, log_dir=folder.log_dir("test"),
                             step=config.epochs - 1)  # TensorBoard: at the last epoch
     report = write_report(model, LabelledImages(images, splits.y_test, splits.class_names), folder.path, options)
-    metrics = metrics_from_report(report, config.epochs)
-    folder.write_metrics(metrics)
     history = folder.read_history()
     smoothing = recipes.get(config.recipe).label_smoothing  # in loss and val_loss, not in test_loss
     if history:  # a worker that resumed a finished run trained no epoch here
         plots.training_curves(history, folder.curves_file,
                               f"loss (with label smoothing {smoothing:g})" if smoothing else "loss")
         _warn_if_diverged(history[-1], len(splits.class_names), config.lr)
+    metrics = metrics_from_report(report, config.epochs)
+    folder.write_metrics(metrics)  # the run's last write: it is finished
     for line in summary_lines(report, smoothing):
         log.info(line)
     logs = f"; tensorboard --logdir {folder.log_dir()}" if folder.log_dir().is_dir() else \
