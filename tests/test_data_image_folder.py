@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from data_helpers import make_image_folder, save_image
 
-from alexnet.data import FileIndex, image_folder
+from alexnet.data import FileIndex, image_folder, load_dataset
 from alexnet.errors import AlexnetError, UsageError
 
 
@@ -104,8 +104,6 @@ def test_a_folder_too_large_for_the_memory_budget_streams_and_its_index_is_cache
 def test_the_stream_flag_forces_either_way(tmp_path, monkeypatch):
     from data_helpers import write_batches
 
-    from alexnet.data import load_dataset
-
     monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "cache"))
     folder = make_image_folder(tmp_path / "src")
     assert isinstance(load_dataset(str(folder), stream=True).x_train, FileIndex)  # small, streamed all the same
@@ -116,3 +114,16 @@ def test_the_stream_flag_forces_either_way(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_MEMORY_BUDGET", "lots")
     with pytest.raises(UsageError, match="ALEXNET_MEMORY_BUDGET must be a positive number of bytes"):
         load_dataset(str(folder))
+
+
+def test_files_gone_since_the_last_listing_are_counted_in_one_warning(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "src", per_class=4)
+    assert len(load_dataset(str(folder), stream=True).x_train) == 8
+    for name in ("train/cat/0.png", "test/dog/1.png"):
+        (folder / name).unlink()
+    capsys.readouterr()
+    assert len(load_dataset(str(folder), stream=True).x_train) == 7
+    err = capsys.readouterr().err
+    assert err.count("are gone") == 1 and f"2 file(s) of {folder} are gone since it was last listed" in err
+    load_dataset(str(folder), stream=True)  # the same listing again: nothing more to say
+    assert "are gone" not in capsys.readouterr().err

@@ -7,8 +7,10 @@ memory is the index alone: about 40 bytes an image (the relative path and
 the label), whatever the images' size.
 """
 
+import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet.data.cache import DAMAGED, _write_cache, discard_damaged, read_cached, writable_cache_dir
+from alexnet.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +81,39 @@ def index_key(layout, storage_size):
 
 
 def save_index(key, arrays, meta):
-    """Caches an index (arrays of paths and labels, and its meta) under the key; a no-op without a cache."""
+    """Caches an index (arrays of paths and labels, and its meta) under the key; a no-op without a cache.
+
+    Each root keeps a pointer to its newest index: a folder listed again (its
+    files changed) is compared with its last listing, and files that are gone
+    since are counted in one warning, rather than left out in silence.
+    """
     cache = writable_cache_dir()
-    if cache is not None:
-        _write_cache(cache / f"index-{key}", arrays, {**meta, "key": key})
+    if cache is None:
+        return
+    pointer = cache / f"index-latest-{_root_key(meta['root'], meta['size'])}.json"
+    try:
+        previous = json.loads(pointer.read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    _write_cache(cache / f"index-{key}", arrays, {**meta, "key": key})
+    if previous and previous != key:
+        _say_what_is_gone(previous, arrays["paths"], meta["root"])
+    with contextlib.suppress(OSError):
+        write_atomic(pointer, json.dumps({"key": key}))
+
+
+def _root_key(root, size):
+    return hashlib.sha256(f"{Path(root).resolve()} {list(size)}".encode()).hexdigest()[:24]
+
+
+def _say_what_is_gone(previous_key, paths, root):
+    found = load_index(previous_key, ("paths",))
+    if found is None:
+        return
+    gone = len(set(found[0]["paths"].tolist()) - set(np.asarray(paths).tolist()))
+    if gone:
+        log.warning(f"{gone} file(s) of {root} are gone since it was last listed (deleted or renamed): the run "
+                    "goes on without them")
 
 
 def load_index(key, names):
