@@ -114,7 +114,7 @@ def test_a_stop_signal_after_the_last_epoch_leaves_the_report_to_the_resume(cifa
     assert "SIGTERM received: stopping before the test report (every epoch is saved)" in said
     assert (f"stopped by SIGTERM after the last epoch, before the test report; every epoch is saved. Write the "
             f"report with: alexnet train --resume {run_dir}") in said
-    assert (run_dir / trainer.RunFolder.FINAL).is_file() and not (run_dir / "metrics.json").exists()
+    assert (run_dir / RunFolder.FINAL).is_file() and not (run_dir / "metrics.json").exists()
     monkeypatch.undo()
     assert main(["train", "--resume", str(run_dir)]) == 0
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 1
