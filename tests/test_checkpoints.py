@@ -3,7 +3,8 @@ import numpy as np
 from helpers import tiny_model
 
 from alexnet.runs import RunFolder
-from alexnet.training.checkpoints import Checkpoints, restore, save_checkpoint, seed_states
+from alexnet.training.checkpoints import (Checkpoints, Position, remove_superseded, restore, save_checkpoint,
+                                          seed_states)
 
 
 def test_checkpoints_keep_the_last_and_the_best_and_skip_nan(tmp_path):
@@ -55,3 +56,17 @@ def test_checkpoints_list_mid_epoch_ones_after_their_epoch_and_restore_the_rando
     folder.sidecar(mid).unlink()  # a mid-epoch checkpoint cannot go on without its random states and sums
     assert restore(model, folder).step == 0
     assert (tmp_path / "checkpoints" / (mid.name + ".damaged")).is_file() and epoch_one.is_file()
+
+
+def test_a_resume_removes_the_mid_epoch_checkpoints_that_its_position_supersedes(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.checkpoint_dir.mkdir()
+    for name in ("epoch-0001-step-0000003", "epoch-0002-step-0000001", "epoch-0002"):  # a crash kept the steps
+        (folder.checkpoint_dir / f"{name}.keras").write_bytes(b"x")
+        (folder.checkpoint_dir / f"{name}.json").write_text("{}")
+    remove_superseded(folder, Position(2))
+    assert sorted(p.name for p in folder.checkpoint_dir.iterdir()) == ["epoch-0002-step-0000001.json",
+                                                                    "epoch-0002-step-0000001.keras",
+                                                                    "epoch-0002.json", "epoch-0002.keras"]
+    remove_superseded(folder, Position(2, 1))  # resumed from the step itself: it stays
+    assert len(list(folder.checkpoint_dir.iterdir())) == 4

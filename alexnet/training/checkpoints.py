@@ -128,6 +128,14 @@ def _remove_checkpoint(folder, path):
     folder.sidecar(path).unlink(missing_ok=True)
 
 
+def remove_superseded(folder, position):
+    """At resume from `position`: removes the mid-epoch checkpoints before it, which a crash between an epoch's
+    commit and their removal (step 4 of the commit order) left behind."""
+    for step_position, path in folder.step_checkpoints():
+        if step_position < (position.epoch, position.step):
+            _remove_checkpoint(folder, path)
+
+
 def _restore_sidecar(model, folder, path, mid_epoch):
     """Assigns the random-generator states saved beside a checkpoint; returns its metric sums (mid-epoch) or None.
 

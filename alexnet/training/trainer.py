@@ -29,8 +29,8 @@ from alexnet.results.inference import StreamedImages
 from alexnet.results.report import LabelledImages, ReportOptions, metrics_from_report, summary_lines, write_report
 from alexnet.runs import REPORT_MD
 from alexnet.settings import recipes
-from alexnet.training.checkpoints import (Checkpoints, Position, RestoreMetrics, StepCheckpoints, best_so_far, restore,
-                                          settle_best)
+from alexnet.training.checkpoints import (Checkpoints, Position, RestoreMetrics, StepCheckpoints, best_so_far,
+                                          remove_superseded, restore, settle_best)
 from alexnet.training.inputs import fit_data
 from alexnet.training.job import clean_up, colour_basis, describe, prepare, run_folder, stopped_by
 from alexnet.training.logs import (TEST_EACH_EPOCH_COLUMNS, TOP5_COLUMNS, EpochLog, SkippedFileCount, TestEachEpoch,
@@ -92,19 +92,22 @@ def _build(job):
         if not console.quiet():
             model.summary(print_fn=lambda line, line_break=True: log.info(line))
     elif job.distribution.is_chief:
-        _commit_resume(job, position.epoch)
+        _commit_resume(job, position)
     return model, position
 
 
-def _commit_resume(job, done):
+def _commit_resume(job, position):
     """The resume is known to work (its checkpoint loaded): only now may the run folder change.
 
-    Removes temporary files a killed process left, drops what the logs hold past
-    the checkpoint (those epochs run again), and records the new total of epochs.
+    Removes temporary files and superseded mid-epoch checkpoints a killed process
+    left, drops what the logs hold past the checkpoint (those epochs run again),
+    settles best.keras, and records the new total of epochs.
     """
+    done = position.epoch
     removed = job.folder.remove_stale_temporaries()
     if removed:
         log.info(f"Removed {len(removed)} temporary file(s) left by a killed process: {', '.join(removed[:5])}")
+    remove_superseded(job.folder, position)
     trim_logs(job.folder, done)
     settle_best(job.folder, done)
     job.folder.write_config({**job.stored, "settings": job.config.to_dict()})
