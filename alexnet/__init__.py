@@ -4,6 +4,8 @@
     run = train(TrainConfig(data="cifar10", recipe="cpu"))         # a run folder, as `alexnet train` writes
     evaluate(run.run_dir)["top1_accuracy"]                           # its test split, report files beside it
     predict(run.run_dir, ["cat.jpg"])                                 # top classes of any image files
+    import_weights("alexnet-owt-7be5be79.pth", "imagenet.keras")      # torchvision's ImageNet weights
+    train(TrainConfig(data="my_photos/", recipe="finetune", init_from="imagenet.keras", freeze="features"))
 
 Importing the package is cheap: each name below is imported when it is
 first used (a module `__getattr__`), and Keras loads only with the first
@@ -33,6 +35,8 @@ _API = {
     "build_model": "alexnet.model.builders",
     "alexnet": "alexnet.model.builders",
     "alexnet_lrn": "alexnet.model.builders",
+    "alexnet_torchvision": "alexnet.model.builders",
+    "import_weights": "alexnet.model.importing",
     "AlexnetError": "alexnet.errors",
     "UsageError": "alexnet.errors",
 }

@@ -1,4 +1,6 @@
-"""The `alexnet` command: train, evaluate, predict, export, summary, samples.
+"""The `alexnet` command's flags and its `main`: train, evaluate, predict, export, import-weights, summary, samples.
+
+What each subcommand does is in `alexnet.commands`.
 
 Exit status: 0 on success, 2 for a usage error, 1 for any other failure. Errors
 are one line on stderr; `--debug` shows the traceback instead.
@@ -11,9 +13,11 @@ import sys
 import traceback
 
 from alexnet import __version__, console
+from alexnet.commands import COMMANDS
 from alexnet.data.splits import VAL_SIZE_RULE
 from alexnet.errors import AlexnetError, UsageError
-from alexnet.settings.choices import BACKENDS, FORMATS, MODELS, STRATEGIES, check_environment
+from alexnet.settings.choices import (BACKENDS, DEFAULT_MODEL, FORMATS, FREEZE, MODELS, STRATEGIES,
+                                      check_environment)
 from alexnet.settings.config import TrainConfig
 from alexnet.settings.recipes import RECIPE_FIELDS, RECIPES
 
@@ -86,7 +90,9 @@ def build_parser():
                                       "or Kaggle's folder with ILSVRC/ and LOC_val_solution.csv), a "
                                       "cifar-10-batches-py folder, or a .tar.gz/.zip of one "
                                       f"(default: {defaults.data})")
-    train.add_argument("--model", choices=MODELS, help=f"(default: {defaults.model})")
+    train.add_argument("--model", choices=MODELS,
+                       help=f"(default: --init-from's, else {DEFAULT_MODEL}); alexnet-torchvision is torchvision's "
+                            "AlexNet, whose ImageNet weights alexnet import-weights converts")
     train.add_argument("--epochs", type=_positive_int, help=_recipe_default("epochs"))
     train.add_argument("--batch-size", type=_positive_int, help=_recipe_default("batch_size"))
     train.add_argument("--lr", type=_positive_float,
@@ -94,8 +100,9 @@ def build_parser():
                            f"{name} {r.lr:g}" if r.lr_per_256 is None else f"{name} {r.lr_per_256:g} x batch / 256"
                            for name, r in RECIPES.items()) + ")")
     train.add_argument("--image-size", type=_positive_int,
-                       help="side of the images the network sees, in pixels; 67 is the smallest "
-                            + _recipe_default("image_size"))
+                       help="side of the images the network sees, in pixels; 67 is the smallest (63 for "
+                            "alexnet-torchvision) (default: --init-from's, else the recipe's: " + ", ".join(
+                                f"{name} {r.image_size}" for name, r in RECIPES.items() if r.image_size) + ")")
     train.add_argument("--val-size", type=_non_negative_int,
                        help="validation images held out of the training images; 0: none, for a final fit on all "
                             "of them once the settings are fixed (no validation figures, no best.keras) (default: "
@@ -150,6 +157,15 @@ def build_parser():
                             f"(default: {defaults.checkpoint_every:g})")
     train.add_argument("--test-each-epoch", action="store_true",
                        help="also log test accuracy every epoch, for benchmarks (never choose anything by it)")
+    train.add_argument("--init-from", metavar="MODEL_OR_RUN",
+                       help="start from trained weights: a .keras file (such as alexnet import-weights writes) or a "
+                            "run folder; every layer whose shape fits keeps its weights, a new head is made for "
+                            "another number of classes. The model and image size are the weights' unless given. "
+                            "Use it with --recipe finetune")
+    train.add_argument("--freeze", choices=FREEZE,
+                       help="with --init-from: features keeps the convolutional layers as they came (batch "
+                            "normalization in inference mode) and trains the dense layers; none trains all "
+                            f"(default: {defaults.freeze})")
     _add_backend(train)
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue a stopped run from its last completed epoch, with its own settings "
@@ -199,9 +215,26 @@ def build_parser():
                         help="images the check runs through both models (default: %(default)s)")
     _add_backend(export)
 
+    weights = commands.add_parser("import-weights", parents=after,
+                                  help="convert torchvision's AlexNet weights (.pth) into a .keras model",
+                                  description="Convert a torchvision AlexNet state dict (such as "
+                                              "alexnet-owt-7be5be79.pth, ImageNet, 56.52%% top-1) into a "
+                                              "alexnet-torchvision .keras model that predicts, evaluates, exports "
+                                              "and fine-tunes (--init-from) like any of ours. Read with "
+                                              "torch.load(weights_only=True): a file holding code is refused. "
+                                              'Needs torch: pip install -e ".[torch]"')
+    weights.add_argument("weights", metavar="FILE.pth")
+    weights.add_argument("--out", required=True, metavar="MODEL.keras", help="the .keras file to write")
+    weights.add_argument("--class-names", metavar="FILE",
+                         help="a text file with one class name per line, in output order (default: ImageNet's for "
+                              "1000 classes, else 0, 1, ...)")
+    weights.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_backend(weights)
+
     summary = commands.add_parser("summary", help="print a model's layers and parameter count", parents=after)
-    summary.add_argument("--model", default=defaults.model, choices=MODELS)
-    summary.add_argument("--image-size", type=_positive_int, default=RECIPES[defaults.recipe].image_size)
+    summary.add_argument("--model", default=DEFAULT_MODEL, choices=MODELS)
+    summary.add_argument("--image-size", type=_positive_int, default=None,
+                         help="(default: the model's own: 227, 224 for alexnet-torchvision)")
     summary.add_argument("--num-classes", type=_positive_int, default=10)
     summary.add_argument("--input-size", type=_size, default=(32, 32), metavar="N|HxW",
                          help="size of the stored images the model takes (default: 32)")
@@ -214,93 +247,6 @@ def build_parser():
     samples.add_argument("--count", type=_positive_int, default=20)
     samples.add_argument("--seed", type=_non_negative_int, default=0)
     return parser
-
-
-def _train(args):
-    from alexnet.training.start import resume, train  # does not load Keras: train and resume choose the backend
-
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "quiet")}
-    run_dir = given.pop("resume", None)
-    if run_dir is None:
-        return train(TrainConfig.from_flags(given))
-    extra = sorted(set(given) - {"epochs"})
-    if extra:
-        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
-        raise UsageError(f"--resume continues a run with its own settings; only --epochs may change. Received: {flags}")
-    return resume(run_dir, epochs=given.get("epochs"))
-
-
-def _evaluate(args):
-    from alexnet.results.evaluation import evaluate
-    from alexnet.results.report import summary_lines
-    from alexnet.runs import REPORT_MD
-
-    report = evaluate(args.target, data=args.data, batch_size=args.batch_size, limit_test=args.limit_test,
-                      out=args.out, tta=args.tta, ten_crop=args.ten_crop)
-    for line in summary_lines(report):
-        log.info(line)
-    log.info(f"Report: {report['out']}/{REPORT_MD}")
-
-
-def _predict(args):
-    import json
-
-    from alexnet.results.prediction import predict
-
-    results = predict(args.target, args.images, top_k=args.top_k)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    for result in results:
-        if "error" in result:
-            print(f"alexnet: error: {result['file']}: {result['error']}", file=sys.stderr)
-        elif not args.json:
-            answers = ", ".join(f"{p['class']} {p['probability']:.1%}" for p in result["predictions"])
-            print(f"{result['file']}: {answers}")
-    return 1 if any("error" in r for r in results) else 0
-
-
-def _export(args):
-    from alexnet.results.exporting import export
-
-    result = export(args.target, format=args.format, out=args.out, data=args.data, check_images=args.check_images)
-    ties = f" ({result['ties']} disagreement(s) between classes tied within the tolerance)" if result["ties"] else ""
-    log.info(f"Wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB). Checked with {result['runtime']} on "
-             f"{result['images']} images: top-1 agreement {result['agreement']:.2%}{ties}, largest probability "
-             f"difference {result['max_abs_diff']:.1e}")
-    if "agreement_with_trained" in result:
-        log.info(f"The export computes in float32; the model trained in {result['trained_dtype_policy']}: their top-1 "
-                 f"classes agree on {result['agreement_with_trained']:.2%} of the images")
-
-
-def _summary(args):
-    from alexnet.model.builders import build_model
-
-    try:
-        model = build_model(args.model, input_shape=(*args.input_size, 3), num_classes=args.num_classes,
-                            image_size=args.image_size)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    model.summary()
-    print(f"{args.model}: {model.count_params():,} parameters at {args.image_size}x{args.image_size}x3, "
-          f"{args.num_classes} classes")
-
-
-def _samples(args):
-    from pathlib import Path
-
-    from alexnet.data import load_dataset
-    from alexnet.results.plots import sample_grid
-
-    folder = Path(args.out).parent
-    if not folder.is_dir():  # before the data loads, which can take a while
-        raise UsageError(f"--out {args.out}: the folder {folder} does not exist")
-    dataset = load_dataset(args.data)
-    sample_grid(dataset.x_train, dataset.y_train, dataset.class_names, args.out, count=args.count, seed=args.seed)
-    log.info(f"Wrote {args.out}")
-
-
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "summary": _summary,
-            "samples": _samples}
 
 
 def main(argv=None):

@@ -6,6 +6,7 @@ an `AlexnetError` that names the file being written and why, not a bare OSError 
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -86,3 +87,12 @@ def save_model_atomic(model, path):
             os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def sha256_of(path):
+    """The sha256 (hex) of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -86,7 +86,7 @@ def main():
     total = sum(totals.values())
     print(f"{args.what} at {args.size} px, batch {args.batch}: {wall:.0f} ms a step under the profiler, "
           f"{total / args.steps:.0f} ms of op time a step (ops on parallel threads add up)")
-    print(f"| op | ms a step | share |\n| --- | ---: | ---: |")
+    print("| op | ms a step | share |\n| --- | ---: | ---: |")
     for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:args.top]:
         print(f"| {name} | {ms / args.steps:.1f} | {ms / total:.0%} |")
 

@@ -317,8 +317,9 @@ def test_train_help_gives_each_recipes_defaults_and_the_validation_rule(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: the recipe's: tutorial 50, fast 30, cpu 4, imagenet 90)" in text  # --epochs
-    assert "(default: the recipe's: tutorial 227, fast 227, cpu 67, imagenet 227)" in text  # --image-size
+    assert "(default: the recipe's: tutorial 50, fast 30, cpu 4, finetune 10, imagenet 90)" in text  # --epochs
+    assert ("(default: --init-from's, else the recipe's: tutorial 227, fast 227, cpu 67, imagenet 227)"
+            in text)  # --image-size
     assert "10% of the training images, at most 5,000" in text and "default: 5000" not in text  # --val-size
     assert "every default is the tutorial's" not in text
 

@@ -12,7 +12,7 @@ from alexnet.settings.config import TrainConfig
 
 
 @pytest.mark.parametrize("settings,message", [
-    ({"model": "vgg"}, "--model must be one of alexnet, alexnet-lrn. Received: 'vgg'"),
+    ({"model": "vgg"}, "--model must be one of alexnet, alexnet-lrn, alexnet-torchvision. Received: 'vgg'"),
     ({"epochs": 0}, "--epochs must be a positive integer. Received: 0"),
     ({"val_size": -1}, "--val-size must be 0 (no validation: train on every training image) or a positive integer"),
     ({"recipe": "quick"}, "quick"),
@@ -51,7 +51,8 @@ def test_the_recipe_is_the_one_source_of_its_defaults_however_the_config_is_buil
     direct = TrainConfig(recipe=name)
     assert direct == TrainConfig.from_flags({"recipe": name})
     replaced = dataclasses.replace(TrainConfig(), recipe=name)  # built from the tutorial's config
-    for config in (direct, replaced, direct.validate()):
+    validated = [direct.validate()] if recipe.image_size else []  # finetune needs --init-from (test_transfer.py)
+    for config in (direct, replaced, *validated):
         resolved = config.resolved()
         assert (resolved.epochs, resolved.batch_size, resolved.image_size, resolved.tta) == \
             (recipe.epochs, recipe.batch_size, recipe.image_size, recipe.tta), config

@@ -14,6 +14,7 @@ PACKAGE = Path(alexnet.__file__).resolve().parent
 BACKEND_MODULES = {"keras", "tensorflow", "jax", "torch"}
 # Imported only once the backend is chosen (by alexnet.training.start, the CLI's commands, or the user's own code).
 MAY_IMPORT_KERAS = {"alexnet.model.layers", "alexnet.model.builders", "alexnet.model.compiling",
+                    "alexnet.model.importing", "alexnet.model.transfer",
                     "alexnet.pipeline.arrays", "alexnet.pipeline.tf_engine",  # tf_engine: loaded on TensorFlow only
                     "alexnet.training.checkpoints", "alexnet.training.inputs", "alexnet.training.job",
                     "alexnet.training.logs", "alexnet.training.stopping", "alexnet.training.trainer"}
@@ -21,7 +22,7 @@ MAY_IMPORT_KERAS = {"alexnet.model.layers", "alexnet.model.builders", "alexnet.m
 # each subpackage's __init__.py says. The modules at the top of the package (errors, console, files, runs, backend)
 # may be imported by any.
 MAY_IMPORT = {
-    "settings": {"model.architecture"},
+    "settings": {"model.architecture", "model.sources"},
     "model": {"settings"},
     "data": {"settings"},
     "pipeline": {"settings", "data"},

@@ -13,58 +13,82 @@ import keras
 from keras import layers
 
 from alexnet.errors import UsageError
-from alexnet.model.architecture import CONVS, POOL, VARIANTS, feature_map_size, min_image_size
-from alexnet.model.layers import LocalResponseNormalization, PerImageStandardization, Resize
+from alexnet.model.architecture import POOL, VARIANTS, feature_map_size, min_image_size
+from alexnet.model.layers import (AdaptiveAveragePooling, ChannelNormalization, LocalResponseNormalization,
+                                  ModelCard, PerImageStandardization, Resize)
 
 
-def _check_args(input_shape, num_classes, image_size):
+def _check_args(name, input_shape, num_classes, image_size):
     if len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):
         raise UsageError(f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}")
     if int(num_classes) < 2:
         raise UsageError(f"`num_classes` must be at least 2. Received: num_classes={num_classes}")
-    if feature_map_size(image_size) < 1:
+    if feature_map_size(image_size, name) < 1:
         raise UsageError(
-            f"`image_size` is too small for AlexNet: the smallest that works is {min_image_size()}. "
+            f"`image_size` is too small for {name}: the smallest that works is {min_image_size(name)}. "
             f"Received: image_size={image_size}"
         )
 
 
 def _conv_block(x, index, conv, normalization):
-    """conv -> ReLU -> normalization -> optional 3x3/2 max pooling (an `architecture.Conv`), layers named by index."""
-    x = layers.Conv2D(
-        conv.filters, conv.kernel, strides=conv.stride, padding="valid" if index == 1 else "same",
-        activation="relu", name=f"conv{index}",
-    )(x)
+    """[zero padding] -> conv -> ReLU -> [normalization] -> [3x3/2 max pooling] (an `architecture.Conv`), layers
+    named by index. Ours keeps Keras's "same" padding (the same zeros at stride 1), so that its saved models load."""
+    if normalization == "none" and conv.pad:  # torchvision's explicit padding: Keras's "same" pads differently
+        x = layers.ZeroPadding2D(conv.pad, name=f"pad{index}")(x)
+    padding = "same" if conv.pad and normalization != "none" else "valid"
+    x = layers.Conv2D(conv.filters, conv.kernel, strides=conv.stride, padding=padding, activation="relu",
+                      name=f"conv{index}")(x)
     if normalization == "lrn":
         # float32 whatever the policy: squared activations overflow float16 above about 256.
         x = LocalResponseNormalization(n=5, k=2.0, alpha=1e-4, beta=0.75, name=f"lrn{index}", dtype="float32")(x)
-    else:
+    elif normalization == "batch":
         x = layers.BatchNormalization(name=f"bn{index}")(x)
     if conv.pool:
         x = layers.MaxPooling2D(pool_size=POOL[0], strides=POOL[1], name=f"pool{index}")(x)
     return x
 
 
-def _build(name, input_shape, num_classes, image_size, early_normalization, augmentation):
+def _pixels(variant, inputs):
+    """uint8 pixels -> the network's float input (float32 whatever the global policy: bfloat16 elementwise math is
+    slow on CPUs and coarse for pixel statistics; conv1 casts its input to the compute dtype)."""
+    if variant.pixels == "imagenet":
+        return ChannelNormalization(name="normalize", dtype="float32")(inputs)
+    return PerImageStandardization(name="standardize", dtype="float32")(inputs)
+
+
+def _classifier(x, num_classes, dropout_first):
+    """flatten -> dense 4096 -> dense 4096 -> softmax, with dropout 0.5 before (torchvision) or after (ours) each
+    hidden dense layer."""
+    x = layers.Flatten(name="flatten")(x)  # (B, 9216) at 227 (ours) or any size (torchvision's, pooled to 6x6)
+    for index in (1, 2):
+        if dropout_first:
+            x = layers.Dropout(0.5, name=f"drop{index}")(x)
+        x = layers.Dense(4096, activation="relu", name=f"fc{index}")(x)
+        if not dropout_first:
+            x = layers.Dropout(0.5, name=f"drop{index}")(x)
+    # Softmax in float32 even under mixed precision, for a stable loss.
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+
+
+def _build(name, input_shape, num_classes, image_size, augmentation, card):
+    variant = VARIANTS[name]
+    image_size = variant.image_size if image_size is None else int(image_size)
     input_shape = tuple(int(d) for d in input_shape)
-    _check_args(input_shape, num_classes, image_size)
+    _check_args(name, input_shape, num_classes, image_size)
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="images")
-    # Preprocessing computes in float32 whatever the global dtype policy: bfloat16 elementwise math is slow
-    # on CPUs and coarse for pixel statistics; conv1 casts its input to the compute dtype.
-    x = PerImageStandardization(name="standardize", dtype="float32")(inputs)
-    if augmentation is not None:  # after standardizing, so that padding with zeros pads with the image mean
+    x = _pixels(variant, inputs)
+    if augmentation is not None:  # after normalizing, so that padding with zeros pads with the mean
         x = augmentation(x)
     x = Resize(image_size, image_size, interpolation="bilinear", name="resize", dtype="float32")(x)
-    for index, conv in enumerate(CONVS, start=1):  # (B, 55, 55, 96), (B, 27, 27, 256), ..., (B, 6, 6, 256) at 227
-        x = _conv_block(x, index, conv, early_normalization if index <= 2 else "batch")
-    x = layers.Flatten(name="flatten")(x)  # (B, 9216) at 227
-    x = layers.Dense(4096, activation="relu", name="fc1")(x)
-    x = layers.Dropout(0.5, name="drop1")(x)
-    x = layers.Dense(4096, activation="relu", name="fc2")(x)
-    x = layers.Dropout(0.5, name="drop2")(x)
-    # Softmax in float32 even under mixed precision, for a stable loss.
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=name)
+    for index, conv in enumerate(variant.convs, start=1):  # (B, 55, 55, 96), ..., (B, 6, 6, 256) at 227 (ours)
+        x = _conv_block(x, index, conv, variant.normalization if index <= 2 or variant.normalization == "none"
+                        else "batch")
+    if variant.pooled:
+        x = AdaptiveAveragePooling(variant.pooled, name="avgpool")(x)
+    outputs = _classifier(x, num_classes, dropout_first=variant.pooled > 0)
+    if card is not None:
+        outputs = ModelCard(**card, name="model_card", dtype="float32")(outputs)
+    return keras.Model(inputs, outputs, name=name.replace("-", "_"))
 
 
 def alexnet(input_shape=(32, 32, 3), num_classes=10, image_size=227, augmentation=None):
@@ -109,19 +133,42 @@ def alexnet_lrn(input_shape=(32, 32, 3), num_classes=10, image_size=227, augment
                        augmentation=augmentation)
 
 
-def build_model(name, input_shape=(32, 32, 3), num_classes=10, image_size=227, augmentation=None):
-    """Builds a model by its CLI name, a key of `architecture.VARIANTS` ("alexnet", "alexnet-lrn").
+def alexnet_torchvision(input_shape=(224, 224, 3), num_classes=1000, image_size=224, augmentation=None):
+    """torchvision's AlexNet ("One weird trick"), layer for layer, so that its ImageNet weights load.
 
-    Args:
-        name: the variant: "alexnet" (batch normalization) or "alexnet-lrn" (the paper's LRN).
-        input_shape, num_classes, image_size, augmentation: as for `alexnet`.
+    conv 64@11x11/4 pad 2, maxpool 3/2, conv 192@5x5 pad 2, maxpool, conv 384, 256, 256 @3x3 pad 1, maxpool,
+    adaptive average pooling to 6x6, then dropout, dense 4096, dropout, dense 4096, dense `num_classes`; ReLU
+    after every convolution and hidden dense layer, no normalization layers. The model scales its uint8 input to
+    [0, 1] and normalizes it with ImageNet's channel mean and std, as torchvision's transforms do.
+    61,100,840 parameters at 1000 classes, at any `image_size` from 63 (the adaptive pooling). Same arguments as
+    `alexnet`; `alexnet import-weights` fills it with a torchvision state dict.
 
     Returns:
-        A `keras.Model` named like the variant ("alexnet", "alexnet_lrn").
+        A `keras.Model` named "alexnet_torchvision" that maps uint8 images to class probabilities.
+
+    Raises:
+        UsageError: (a ValueError) If an argument is out of range, such as an `image_size` below 63.
+    """
+    return build_model("alexnet-torchvision", input_shape=input_shape, num_classes=num_classes,
+                       image_size=image_size, augmentation=augmentation)
+
+
+def build_model(name, input_shape=(32, 32, 3), num_classes=10, image_size=None, augmentation=None, card=None):
+    """Builds a model by its CLI name, a key of `architecture.VARIANTS`.
+
+    Args:
+        name: "alexnet" (batch normalization), "alexnet-lrn" (the paper's LRN) or "alexnet-torchvision".
+        input_shape, num_classes, augmentation: as for `alexnet`.
+        image_size: as for `alexnet`; None: the variant's own (227, or 224 for torchvision's).
+        card: optional {"class_names": [...], "crop": "resize" | "center"}: a `layers.ModelCard` after the
+            output, so that the saved model names its classes and says how image files become its input.
+
+    Returns:
+        A `keras.Model` named like the variant ("alexnet", "alexnet_lrn", "alexnet_torchvision").
 
     Raises:
         UsageError: (a ValueError) For an unknown name or an argument out of range.
     """
     if name not in VARIANTS:
         raise UsageError(f"Unknown model. Expected one of {sorted(VARIANTS)}. Received: name={name!r}")
-    return _build(name.replace("-", "_"), input_shape, num_classes, image_size, VARIANTS[name], augmentation)
+    return _build(name, input_shape, num_classes, image_size, augmentation, card)

@@ -6,6 +6,7 @@ the compiled model on the accelerator; they are registered so that a saved
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -36,6 +37,93 @@ class PerImageStandardization(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="alexnet")
+class ChannelNormalization(keras.layers.Layer):
+    """Scales uint8 pixels to [0, 1], then normalizes each channel with a fixed mean and std.
+
+    torchvision's `ToTensor` then `Normalize(mean, std)`: what its ImageNet weights
+    expect, with ImageNet's statistics by default. Accepts any numeric input and returns floats.
+    """
+
+    def __init__(self, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), **kwargs):
+        super().__init__(**kwargs)
+        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype) / 255.0
+        return (x - ops.convert_to_tensor(self.mean, self.compute_dtype)) / ops.convert_to_tensor(self.std,
+                                                                                                   self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+def _bins(size, out):
+    """torch's adaptive-pooling matrix (out, size): row i averages inputs floor(i*size/out) to ceil((i+1)*size/out)."""
+    matrix = np.zeros((out, size), np.float32)
+    for i in range(out):
+        start, end = (i * size) // out, -(-((i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+@keras.saving.register_keras_serializable(package="alexnet")
+class AdaptiveAveragePooling(keras.layers.Layer):
+    """Average pooling of (B, H, W, C) to (B, size, size, C) with torch's `AdaptiveAvgPool2d` bins.
+
+    Keras's `AdaptiveAveragePooling2D` refuses a map smaller than its output (torchvision's AlexNet at
+    67 px has a 1x1 map, which torch repeats); this one is two small matrix products, exact where the map
+    already has the output's size (224 px), and compiles with XLA.
+    """
+
+    def __init__(self, size=6, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, inputs):
+        rows = ops.convert_to_tensor(_bins(inputs.shape[1], self.size), inputs.dtype)
+        columns = ops.convert_to_tensor(_bins(inputs.shape[2], self.size), inputs.dtype)
+        return ops.einsum("ih,bhwc,jw->bijc", rows, inputs, columns)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+@keras.saving.register_keras_serializable(package="alexnet")
+class ModelCard(keras.layers.Layer):
+    """Passes its input through; carries what a model file needs to be used without its run folder.
+
+    Args:
+        class_names: the name of each output, in order.
+        crop: how an image file becomes the model's input: "resize" (the whole image, to the input size) or
+            "center" (the shorter side resized to input / 0.875, then the centre crop: torchvision's evaluation).
+    """
+
+    def __init__(self, class_names=(), crop="resize", **kwargs):
+        super().__init__(**kwargs)
+        self.class_names, self.crop = [str(name) for name in class_names], crop
+
+    def call(self, inputs):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "class_names": self.class_names, "crop": self.crop}
+
+
+def model_card(model):
+    """The `ModelCard` layer of a model, or None (models from before it, or built without class names)."""
+    return next((layer for layer in model.layers if isinstance(layer, ModelCard)), None)
 
 
 @keras.saving.register_keras_serializable(package="alexnet")

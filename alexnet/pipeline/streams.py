@@ -139,25 +139,27 @@ def transforms(recipe, stored_size, image_size):
     return Transform(tuple(stored_size)), Transform(tuple(stored_size))
 
 
-def evaluation_transform(run, size):
+def evaluation_transform(run, size, crop="resize"):
     """How a file becomes the input (of side `size`) of a model that a run trained: as the run evaluated its
-    streamed files (the centre crop of a cropping recipe), else the whole image resized.
+    streamed files (the centre crop of a cropping recipe), else as the model's card says (`crop`).
 
     Args:
         run: the run's config.json, or {} for a model without its run.
         size: (height, width) the model takes.
+        crop: the model card's: "resize" (the whole image) or "center" (torchvision's: the shorter side resized,
+            then the centre crop).
     """
     recipe = recipes.get(run.get("settings", {}).get("recipe", "tutorial"))
     if run.get("data", {}).get("streamed") and recipe.crops_in_pipeline:
         return transforms(recipe, size, size[0])[1]
-    return Transform(tuple(size))
+    return Transform(tuple(size), "center" if crop == "center" and not run else "resize")
 
 
-def decoder(run, size):
+def decoder(run, size, crop="resize"):
     """A function of a file's path -> the uint8 image that a model (of input `size`) from `run` (its config.json,
     or {}) takes: a streamed run's files as it evaluated them (`evaluation_transform`), else as the in-memory
-    loader stores them."""
-    transform = evaluation_transform(run, size)
+    loader stores them, or as the model card says (`crop`) for a model without its run."""
+    transform = evaluation_transform(run, size, crop)
     if transform.crop == "resize":
         return lambda file: decode_image(file, tuple(size))
     return lambda file: decode_transformed(file, transform)

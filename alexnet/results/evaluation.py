@@ -100,8 +100,12 @@ def test_split(model, run, data=None, limit_test=None):
         raise UsageError("--data is needed to evaluate a bare model file (or give the run folder instead)")
     config = run.settings("evaluated") if run is not None else None
     stored = run.read_config("evaluated") if run is not None else {}
-    streamed = bool(stored.get("data", {}).get("streamed"))
-    crops = streamed and recipes.get(config.recipe).crops_in_pipeline
+    from alexnet.model.layers import model_card  # Keras is loaded by now: the model is
+
+    card = model_card(model)
+    centre = run is None and card is not None and card.crop == "center"  # torchvision's weights: its centre crop
+    streamed = bool(stored.get("data", {}).get("streamed")) or centre
+    crops = centre or (streamed and recipes.get(config.recipe).crops_in_pipeline)
     seed = config.seed if config else 0
     if data is None:
         data, limit_test = config.data, config.limit_test if limit_test is None else limit_test
@@ -116,7 +120,7 @@ def test_split(model, run, data=None, limit_test=None):
     if classes != len(splits.class_names):
         raise UsageError(f"the model predicts {classes} classes but {data} has {len(splits.class_names)}")
     if isinstance(splits.x_test, FileIndex):  # as the run validated its files (streams.evaluation_transform)
-        images = StreamedImages(splits.x_test, streams.evaluation_transform(stored, size),
+        images = StreamedImages(splits.x_test, streams.evaluation_transform(stored, size, card and card.crop),
                                 config.strict if config else False)
         return LabelledImages(images, splits.y_test, splits.class_names), data
     if splits.x_test.shape[1:3] != size:

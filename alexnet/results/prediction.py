@@ -11,12 +11,15 @@ from alexnet.errors import UsageError
 from alexnet.pipeline import streams
 
 
-def class_names_for(home, classes):
-    """Class names from the run folder that holds the model (a RunFolder or None), else "0", "1", ..."""
+def class_names_for(home, classes, card=None):
+    """Class names from the run folder that holds the model (a RunFolder or None), else from the model's card
+    (`layers.ModelCard`), else "0", "1", ..."""
     if home is not None:
         names = home.read_config("read for its class names").get("data", {}).get("class_names")
         if names and len(names) == classes:
             return names
+    if card is not None and len(card.class_names) == classes:
+        return card.class_names
     return [str(i) for i in range(classes)]
 
 
@@ -54,6 +57,7 @@ def predict(target, images, top_k=3, batch_size=256):
             folder holds no image.
         AlexnetError: If the model file cannot be loaded.
     """
+    from alexnet.model.layers import model_card
     from alexnet.results.loading import load_model, resolve_target
 
     console.ensure_setup()
@@ -62,9 +66,10 @@ def predict(target, images, top_k=3, batch_size=256):
     model = load_model(target.model_file)
     height, width = model.input_shape[1:3]
     classes = model.output_shape[-1]
-    names = class_names_for(target.home, classes)
+    card = model_card(model)
+    names = class_names_for(target.home, classes, card)
     stored = target.home.read_config("used for predictions") if target.home is not None else {}
-    decode = streams.decoder(stored, (height, width))  # as the run read its files
+    decode = streams.decoder(stored, (height, width), card.crop if card else "resize")  # as the run read its files
     top_k = max(1, min(top_k, classes))
     results = []
     for start in range(0, len(files), batch_size):

@@ -17,6 +17,8 @@ from alexnet.model.architecture import VARIANTS, feature_map_size, min_image_siz
 from alexnet.settings.recipes import RECIPES
 
 MODELS = tuple(VARIANTS)
+DEFAULT_MODEL = "alexnet"
+FREEZE = ("none", "features")  # --freeze: what of a model started from trained weights stays as it came
 RECIPE_NAMES = tuple(RECIPES)
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -109,9 +111,9 @@ def check_positive(flag, value):
     return value
 
 
-def check_image_size(image_size, name="--image-size"):
-    """Raises UsageError if AlexNet's feature maps vanish at `image_size` (below 67)."""
-    if feature_map_size(image_size) < 1:
-        raise UsageError(f"{name} {image_size} is too small for AlexNet: the smallest that works is "
-                         f"{min_image_size()}. Received: {name.strip('`')}={image_size}")
+def check_image_size(image_size, name="--image-size", model=DEFAULT_MODEL):
+    """Raises UsageError if the model's feature maps vanish at `image_size` (below 67; 63 for torchvision's)."""
+    if feature_map_size(image_size, model) < 1:
+        raise UsageError(f"{name} {image_size} is too small for {model}: the smallest that works is "
+                         f"{min_image_size(model)}. Received: {name.strip('`')}={image_size}")
     return image_size

@@ -4,6 +4,7 @@ import dataclasses
 from typing import Optional
 
 from alexnet.errors import UsageError
+from alexnet.model.sources import describe as describe_source
 from alexnet.settings import choices, recipes
 
 
@@ -14,11 +15,12 @@ class TrainConfig:
     The settings a recipe sets (`recipes.RECIPE_FIELDS`: epochs, batch_size,
     lr, image_size, tta, ten_crop, pca_lighting, ema) are None unless given: None means "the recipe's",
     however the config is built (`TrainConfig(recipe="cpu")`, `from_flags`,
-    `dataclasses.replace`). `resolved()` fills them in; a run trains with that.
+    `dataclasses.replace`). `resolved()` fills them in; a run trains with that. A run that starts from
+    trained weights (`init_from`) takes its model and image size from them unless given.
     """
 
     data: str = "cifar10"  # "cifar10" (keras.datasets) or a folder / archive path
-    model: str = "alexnet"  # one of choices.MODELS: "alexnet" or "alexnet-lrn"
+    model: Optional[str] = None  # one of choices.MODELS; None: --init-from's, else "alexnet"
     recipe: str = "tutorial"  # one of choices.RECIPE_NAMES: "tutorial", "fast" (GPU), "cpu" (settings/recipes.py)
     epochs: Optional[int] = None  # full passes over the training split; None: the recipe's
     batch_size: Optional[int] = None  # images per step and replica; None: the recipe's
@@ -43,6 +45,8 @@ class TrainConfig:
     strategy: str = "auto"  # one of choices.STRATEGIES
     test_each_epoch: bool = False  # also log test accuracy per epoch (benchmarks only: never select on it)
     checkpoint_every: float = 30.0  # minutes of training between mid-epoch checkpoints; 0: only when stopped
+    init_from: Optional[str] = None  # a run folder or .keras file whose weights the run starts from
+    freeze: str = "none"  # one of choices.FREEZE: "features" keeps the convolutional layers as they came
 
     def __post_init__(self):
         recipes.get(self.recipe)  # an unknown recipe fails at once: the other settings' defaults depend on it
@@ -53,10 +57,19 @@ class TrainConfig:
         return cls.from_dict(given)
 
     def resolved(self):
-        """A copy with every setting left to the recipe filled from it; the learning rate follows its batch size."""
+        """A copy with every setting left to the recipe filled from it; the learning rate follows its batch size.
+
+        With `init_from`, the model and the image size left out are those of the weights (read from the file).
+        """
         recipe = recipes.get(self.recipe)
-        filled = recipe.defaults(self.batch_size)
-        return dataclasses.replace(self, **{name: filled[name] for name in recipes.RECIPE_FIELDS
+        filled = {**recipe.defaults(self.batch_size), "model": choices.DEFAULT_MODEL}
+        if self.init_from is not None and (self.model is None or self.image_size is None):
+            source = describe_source(self.init_from)
+            if self.model not in (None, source.model):
+                raise UsageError(f"--model {self.model}: --init-from {self.init_from} holds a {source.model} model; "
+                                 "a run starts from weights of its own architecture (leave --model out)")
+            filled.update(model=source.model, image_size=source.image_size)
+        return dataclasses.replace(self, **{name: filled[name] for name in (*recipes.RECIPE_FIELDS, "model")
                                             if getattr(self, name) is None})
 
     def validate(self):
@@ -67,6 +80,12 @@ class TrainConfig:
         """
         config = self.resolved()  # also checks the recipe's name
         choices.check("--model", config.model, choices.MODELS)
+        choices.check("--freeze", config.freeze, choices.FREEZE)
+        if config.init_from is None and (config.freeze != "none" or config.image_size is None):
+            raise UsageError("--freeze features keeps trained convolutional layers: give --init-from MODEL_OR_RUN"
+                             if config.freeze != "none" else
+                             f"--recipe {config.recipe} fine-tunes trained weights: give --init-from MODEL_OR_RUN "
+                             "(a run folder or a .keras file, such as one from alexnet import-weights)")
         choices.check("--strategy", config.strategy, choices.STRATEGIES)
         if config.backend is not None:
             choices.check("--backend", config.backend, choices.BACKENDS)
@@ -77,7 +96,7 @@ class TrainConfig:
                              f"integer. Received: {config.val_size}")
         if config.run_dir is not None and not str(config.run_dir).strip():
             raise UsageError("--run-dir must name a folder. Received: an empty name")
-        choices.check_image_size(config.image_size)
+        choices.check_image_size(config.image_size, model=config.model)
         if not 0 <= config.checkpoint_every < float("inf"):
             raise UsageError(f"--checkpoint-every must be 0 (only when stopped) or a positive number of minutes. "
                              f"Received: {config.checkpoint_every}")

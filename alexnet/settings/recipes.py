@@ -9,6 +9,9 @@
   5e-4 (not on biases or normalization), a linear warm-up then cosine decay,
   label smoothing 0.1, batch 512 with the learning rate scaled linearly,
   and test-time augmentation (an image and its mirror) in the final report.
+- `finetune`: for a model that starts from trained weights (`--init-from`):
+  the model's own input size and normalization, `fast`'s optimizer and
+  augmentation at a tenth of its learning rate, batch 64, 10 epochs.
 - `cpu`: `fast` tuned for a small CPU (BENCHMARKS.md, "Time to accuracy"):
   67x67 images (the smallest AlexNet takes: about 3.5x the images/s of 131),
   batch 256 and a half-epoch warm-up, so that a run of a few epochs spends its
@@ -49,7 +52,7 @@ class Recipe:
     about: str = ""  # one line for `alexnet train --help`
     epochs: int = 50  # full passes over the training split
     batch_size: int = 32  # images per step (per replica)
-    image_size: int = 227  # side of the square images the convolutions see (pixels)
+    image_size: Optional[int] = 227  # side of the square images the convolutions see (pixels); None: --init-from's
     lr: float = 0.001  # fixed learning rate, used when lr_per_256 is None
     lr_per_256: Optional[float] = None  # peak learning rate per 256 images of batch (linear scaling rule)
     momentum: float = 0.0
@@ -97,7 +100,8 @@ class Recipe:
         lr = f"lr {self.lr_per_256:g} x batch/256" if self.lr_per_256 is not None else f"lr {self.lr:g}"
         extras = ", 10-crop test" * self.ten_crop + f", PCA lighting {self.pca_lighting:g}" * bool(self.pca_lighting)
         extras += f", weight average over the last {self.ema:.0%} of the steps" * bool(self.ema)
-        return (f"{self.about} ({self.epochs} epochs, batch {self.batch_size}, {lr}, {self.image_size} px, "
+        size = "the trained model's size" if self.image_size is None else f"{self.image_size} px"
+        return (f"{self.about} ({self.epochs} epochs, batch {self.batch_size}, {lr}, {size}, "
                 f"TTA {'on' if self.tta else 'off'}{extras})")
 
 
@@ -116,6 +120,10 @@ RECIPES = {
     # warm-up matched two epochs, peak lr 0.05 per 256 beat 0.1.
     "cpu": dataclasses.replace(_FAST, about="fast for a small CPU (about 10 min on 2 cores); give it the epochs "
                                       "your time allows", epochs=4, batch_size=256, image_size=67, warmup_epochs=0.5),
+    # Fine-tuning: a tenth of fast's learning rate (the trained layers move little), no warm-up (they are not
+    # random), few epochs; the image size is the trained model's (TrainConfig.resolved).
+    "finetune": dataclasses.replace(_FAST, about="for --init-from: fine-tune trained weights on your images",
+                                    epochs=10, batch_size=64, lr_per_256=0.005, warmup_epochs=0, image_size=None),
     # The paper's training (Krizhevsky et al. 2012, section 5), with torchvision's fixed drops: SGD momentum 0.9,
     # weight decay 5e-4, batch 128 at 0.01 (scaled linearly), lr / 10 at epochs 30, 60, 80 of 90; random-resized
     # crops and flips in the pipeline; the paper's PCA lighting noise (std 0.1) and its 10-crop test.

@@ -17,7 +17,7 @@ from alexnet.backend import speed_settings
 from alexnet.data import FileIndex
 from alexnet.data.splits import Splits, splits_for
 from alexnet.errors import Interrupted, UsageError
-from alexnet.model import layers
+from alexnet.model import layers, sources
 from alexnet.pipeline import streams
 from alexnet.pipeline.feed import Feed
 from alexnet.results import plots
@@ -105,6 +105,11 @@ class Job:
         return self.steps_per_epoch * self.global_batch
 
     @property
+    def card(self):  # what the saved models carry (layers.ModelCard): class names, how files become their input
+        return {"class_names": list(self.splits.class_names),
+                "crop": self.transforms[1].crop if self.streamed else "resize"}
+
+    @property
     def one_hot_classes(self):  # label smoothing needs one-hot labels
         return len(self.splits.class_names) if recipes.get(self.config.recipe).one_hot else None
 
@@ -165,8 +170,13 @@ def _write_new_run(job):
         data["index_bytes_per_image"] = round((index.nbytes + splits.y_train.nbytes) / max(1, len(index)), 1)
         data["transforms"] = {"train": dataclasses.asdict(job.transforms[0]),
                               "evaluation": dataclasses.asdict(job.transforms[1])}
+    init = {}
+    if config.init_from is not None:  # where the weights came from, to the byte
+        source = sources.describe(config.init_from)
+        init = {"init": {"from": config.init_from, "file": str(source.path.resolve()), "sha256": source.sha256(),
+                         "model": source.model, "classes": source.classes, "freeze": config.freeze}}
     job.folder.write_config({
-        "settings": config.to_dict(), "data": data,
+        "settings": config.to_dict(), "data": data, **init,
         "recipe": recipes.describe(config.recipe, job.global_batch, job.global_lr, config.pca_lighting,
                                    config.ten_crop, config.ema),
         "distribution": job.distribution.describe(config.batch_size, config.lr),

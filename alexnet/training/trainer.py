@@ -20,7 +20,7 @@ import keras
 from alexnet import console
 from alexnet.errors import AlexnetError, Interrupted
 from alexnet.files import save_model_atomic
-from alexnet.model import compiling
+from alexnet.model import compiling, sources, transfer
 from alexnet.model.builders import build_model
 from alexnet.pipeline import streams
 from alexnet.pipeline.feed import Epochs
@@ -82,18 +82,33 @@ def _build(job):
                                             pca_lighting=config.pca_lighting, colour_basis=basis)
         model = build_model(config.model, input_shape=job.input_shape,
                             num_classes=len(splits.class_names), image_size=config.image_size,
-                            augmentation=augmentation)
+                            augmentation=augmentation, card=job.card)
+        frozen = transfer.freeze(model, config.freeze)  # before compiling: the optimizer leaves them out
         compiling.compile_model(model, config, job.steps_per_epoch, jit=job.speed["jit"], lr=job.global_lr)
         if job.speed["jit"] and not model.jit_compile:  # Keras said so only in a warning
             console.note(log, "XLA is off after all: Keras cannot compile this model with it (on TensorFlow, the "
                               "recipe's random translation has no XLA kernel); training without it")
         position = restore(model, job.state) if job.resumed else Position()
+        if config.init_from is not None and position == Position():  # a new run (or one that crashed before epoch 1)
+            _initialize(job, model, frozen)
     if not job.resumed:
         if not console.quiet():
             model.summary(print_fn=lambda line, line_break=True: log.info(line))
     elif job.distribution.is_chief:
         _commit_resume(job, position)
     return model, position
+
+
+def _initialize(job, model, frozen):
+    """Copies the trained weights that the run starts from into `model`, and says what was kept and what is new."""
+    config, recorded = job.config, (job.stored or {}).get("init", {})  # a run that crashed before epoch 1: its record
+    source = sources.describe(config.init_from)
+    if recorded.get("sha256") not in (None, source.sha256() if recorded else None):
+        raise AlexnetError(f"--init-from {config.init_from}: {source.path} changed since this run started from it "
+                           f"(sha256 {recorded['sha256'][:12]}... then); start a new run")
+    kept, new = transfer.initialize(model, source.path)
+    log.info(f"Started from {source.path} ({source.model}): {transfer.describe(kept, new, model)}"
+             + (f"; frozen: {', '.join(frozen)}" if frozen else ""))
 
 
 def _commit_resume(job, position):
