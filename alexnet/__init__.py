@@ -27,6 +27,7 @@ _API = {
     "Run": "alexnet.training.start",
     "evaluate": "alexnet.results.evaluation",
     "predict": "alexnet.results.prediction",
+    "inspect": "alexnet.results.inspection",
     "export": "alexnet.results.exporting",
     "load_dataset": "alexnet.data",
     "Dataset": "alexnet.data",

@@ -1,4 +1,5 @@
-"""The `alexnet` command's flags and its `main`: train, evaluate, predict, export, import-weights, summary, samples.
+"""The `alexnet` command's flags and its `main`: train, evaluate, predict, inspect, export, import-weights, summary,
+samples.
 
 What each subcommand does is in `alexnet.commands`.
 
@@ -194,7 +195,31 @@ def build_parser():
     predict.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files, or folders of them")
     predict.add_argument("--top-k", type=_positive_int, default=3)
     predict.add_argument("--json", action="store_true", help="print one JSON document")
+    predict.add_argument("--out", metavar="FILE.csv|FILE.json",
+                         help="write the table (one row per file: its top-k classes and probabilities, or its error) "
+                              "as CSV or JSON, by the suffix; only a summary line is printed")
+    predict.add_argument("--tta", action="store_true", help="average each image's and its mirror's probabilities")
+    predict.add_argument("--explain", metavar="DIR",
+                         help="write one Grad-CAM overlay per image into DIR: where the evidence for the top class "
+                              "lies")
     _add_backend(predict)
+
+    inspect = commands.add_parser("inspect", parents=after,
+                                  help="draw what a model learned: conv1's kernels, nearest neighbours, Grad-CAM",
+                                  description="Write filters.png (the paper's Figure 3: conv1's kernels), "
+                                              "neighbours.png (its Figure 4: top-5 bars, and the training images "
+                                              "nearest to test images by fc2's 4096-d output) and gradcam.png "
+                                              "(where the evidence lies, on right and wrong test images); in a run "
+                                              "folder also to its TensorBoard log.")
+    inspect.add_argument("target", metavar="RUN_DIR_OR_MODEL")
+    inspect.add_argument("--data", default=None, help="data whose images the pictures show (default: the run's own)")
+    inspect.add_argument("--out", default=None, metavar="DIR",
+                         help="(default: inspect/ in the run folder, inspect-<name>/ beside a .keras file)")
+    inspect.add_argument("--neighbours-from", type=_positive_int, default=None, metavar="N",
+                         help="search a seeded sample of N training images for neighbours (default: all of them "
+                              "in memory, 10,000 when they stream from disk)")
+    inspect.add_argument("--seed", type=_non_negative_int, default=0, help="chooses the images shown (default: 0)")
+    _add_backend(inspect)
 
     export = commands.add_parser("export", help="write a model as SavedModel, ONNX or TFLite, checked by its runtime",
                                  parents=after,

@@ -42,9 +42,19 @@ def _evaluate(args):
 def _predict(args):
     import json
 
-    from alexnet.results.prediction import predict
+    from alexnet.results.prediction import predict, write_table
 
-    results = predict(args.target, args.images, top_k=args.top_k)
+    out = args.out
+    if out is not None and not out.lower().endswith((".csv", ".json")):
+        raise UsageError(f"--out {out}: the table is written as CSV or JSON; name a .csv or .json file")
+    results = predict(args.target, args.images, top_k=args.top_k, tta=args.tta, explain=args.explain)
+    failed = [r for r in results if "error" in r]
+    if out is not None:
+        write_table(results, out)
+        log.info(f"Predicted {len(results) - len(failed)} image(s) into {out}"
+                 + (f"; {len(failed)} could not be read (their rows say why)" if failed else "")
+                 + (f"; Grad-CAM overlays in {args.explain}" if args.explain else ""))
+        return 1 if failed else 0
     if args.json:
         print(json.dumps(results, indent=2))
     for result in results:
@@ -53,7 +63,14 @@ def _predict(args):
         elif not args.json:
             answers = ", ".join(f"{p['class']} {p['probability']:.1%}" for p in result["predictions"])
             print(f"{result['file']}: {answers}")
-    return 1 if any("error" in r for r in results) else 0
+    return 1 if failed else 0
+
+
+def _inspect(args):
+    from alexnet.results.inspection import inspect
+
+    result = inspect(args.target, data=args.data, out=args.out, neighbours_from=args.neighbours_from, seed=args.seed)
+    log.info(f"Pictures in {result['out']}: " + ", ".join(p.rsplit("/", 1)[-1] for p in result["pictures"]))
 
 
 def _export(args):
@@ -105,5 +122,5 @@ def _samples(args):
     log.info(f"Wrote {args.out}")
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export,
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "inspect": _inspect, "export": _export,
             "import-weights": _import_weights, "summary": _summary, "samples": _samples}

@@ -48,10 +48,11 @@ class RunFolder:
     CURVES = "curves.png"
     EVALUATION = "evaluation"  # `alexnet evaluate RUN` on the run's own test split
     EXPORT = "export"
+    INSPECT = "inspect"  # `alexnet inspect RUN`: filters.png, neighbours.png, gradcam.png
     LOCK = ".lock"  # held (flock) by the process that trains in the folder, for the run's life
     # Everything a run writes in its folder; --overwrite removes these and nothing else.
     ENTRIES = (CONFIG, HISTORY, LOGS, CHECKPOINTS, FINAL, BEST, METRICS, SAMPLES, CURVES, REPORT_JSON, REPORT_MD,
-               CONFUSION_PNG, MISTAKES_PNG, EVALUATION, EXPORT)
+               CONFUSION_PNG, MISTAKES_PNG, EVALUATION, EXPORT, INSPECT)
     ENTRY_PATTERNS = (f"{EVALUATION}-*",)  # evaluation on other data or another sample
 
     def __init__(self, path):

@@ -42,7 +42,10 @@ def test_tutorial_notebook(cifar_slice, tmp_path):
     text = _text(notebook)
     assert "58,327,818 parameters" in text and "test accuracy" in text and "true class:" in text
     assert "test images found in train or validation: 0" in text
-    assert _images(notebook) >= 7  # samples, preprocessing, curves, confusion, mistakes, shuffle, batch size
+    # samples, preprocessing, curves, confusion, mistakes, filters, neighbours, Grad-CAM, shuffle, batch size
+    assert _images(notebook) >= 10
+    assert sorted(p.name for p in (tmp_path / "runs" / "alexnet" / "inspect").iterdir()) == [
+        "filters.png", "gradcam.png", "neighbours.png"]
     assert (tmp_path / "runs" / "alexnet" / "model.keras").is_file()
     assert (tmp_path / "runs" / "alexnet-lrn" / "metrics.json").is_file()
 
@@ -50,9 +53,12 @@ def test_tutorial_notebook(cifar_slice, tmp_path):
 def test_own_images_notebook(tmp_path):
     notebook = _execute("own_images.ipynb", {
         "IMAGE_FOLDER": str(tmp_path / "shapes"), "GENERATED_PER_CLASS": (20, 6), "EPOCHS": 1, "BATCH_SIZE": 16,
-        "RUN_DIR": str(tmp_path / "run"), "EXPORT_FORMAT": "onnx"}, tmp_path)
+        "RUN_DIR": str(tmp_path / "run"), "EXPORT_FORMAT": "onnx", "FEW_PER_CLASS": (8, 4),
+        "FINETUNE_EPOCHS": 1}, tmp_path)
     text = _text(notebook)
     assert "generated" in text and "test accuracy" in text and "->" in text
+    assert "fine-tuned from the run: test accuracy" in text and "from scratch: test accuracy" in text
+    assert "kept conv1, bn1," in text  # the fine-tuning run says what it kept
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test_images"] == 18
     if _exports_onnx():  # CI installs the export extra and runs on TensorFlow: the export must have worked

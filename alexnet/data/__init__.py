@@ -26,10 +26,11 @@ from alexnet.data.cache import cache_dir, writable_cache_dir
 from alexnet.data.cifar_batches import (CIFAR10_CLASSES, _find_cifar_batches, read_cifar_batch, read_cifar_batches,
                                         safe_unpickle)
 from alexnet.data.dataset import Dataset
-from alexnet.data.image_folder import IMAGE_EXTENSIONS, MAX_STORED_SIDE, load_image_folder
+from alexnet.data.image_folder import MAX_STORED_SIDE, load_image_folder
 from alexnet.data.images import _resized, decode_image
 from alexnet.data.index import FileIndex
 from alexnet.data.keras_cifar import load_keras_cifar10
+from alexnet.data.layouts import IMAGE_EXTENSIONS
 from alexnet.errors import UsageError
 
 __all__ = ["ARCHIVE_SUFFIXES", "CIFAR10_CLASSES", "IMAGE_EXTENSIONS", "MAX_STORED_SIDE", "Dataset", "cache_dir",

@@ -15,7 +15,7 @@ from alexnet.data.cache import _folder_key, _read_cache, _write_cache, writable_
 from alexnet.data.dataset import Dataset
 from alexnet.data.images import _image_size, decode_image
 from alexnet.data.index import FileIndex, index_key, load_index, save_index
-from alexnet.data.layouts import IMAGE_EXTENSIONS, detect, list_files
+from alexnet.data.layouts import detect, list_files
 from alexnet.errors import AlexnetError, UsageError
 from alexnet.settings.choices import memory_budget_setting
 

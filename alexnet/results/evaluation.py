@@ -96,8 +96,19 @@ def test_split(model, run, data=None, limit_test=None):
     Raises:
         UsageError: For a bare model file without `data`, or data whose image size or classes do not fit.
     """
+    (_, test), data = model_splits(model, run, data, limit_test, test_only=True)
+    return test, data
+
+
+def model_splits(model, run, data=None, limit_test=None, test_only=False):
+    """(training, test) `LabelledImages` that `model` takes, as `test_split` says; the training split is the run's
+    own (its validation held out) for its own data, else the training part of `data` (None with test_only).
+
+    Returns:
+        ((training or None, test), the `--data` value used).
+    """
     if data is None and run is None:
-        raise UsageError("--data is needed to evaluate a bare model file (or give the run folder instead)")
+        raise UsageError("--data is needed for a bare model file (or give the run folder instead)")
     config = run.settings("evaluated") if run is not None else None
     stored = run.read_config("evaluated") if run is not None else {}
     from alexnet.model.layers import model_card  # Keras is loaded by now: the model is
@@ -107,23 +118,29 @@ def test_split(model, run, data=None, limit_test=None):
     streamed = bool(stored.get("data", {}).get("streamed")) or centre
     crops = centre or (streamed and recipes.get(config.recipe).crops_in_pipeline)
     seed = config.seed if config else 0
-    if data is None:
+    own = data is None
+    if own:
         data, limit_test = config.data, config.limit_test if limit_test is None else limit_test
     # A run's own data loads as it did in training (so the decoded-data cache is reused); other data is
     # stored at the size the model takes.
     same_source = config is not None and data == config.data
     size = tuple(model.input_shape[1:3])
-    splits = load_splits(data, seed=seed, limit_test=limit_test, test_only=True, stream=True if streamed else None,
+    training = {"val_size": config.val_size, "limit_train": config.limit_train} if own else {}
+    splits = load_splits(data, seed=seed, limit_test=limit_test, test_only=test_only, stream=True if streamed else None,
                          storage_size=config.storage_size if same_source else (None if crops else size),
-                         strict=config.strict if config else False)
+                         strict=config.strict if config else False, **training)
     classes = model.output_shape[-1]
     if classes != len(splits.class_names):
         raise UsageError(f"the model predicts {classes} classes but {data} has {len(splits.class_names)}")
-    if isinstance(splits.x_test, FileIndex):  # as the run validated its files (streams.evaluation_transform)
-        images = StreamedImages(splits.x_test, streams.evaluation_transform(stored, size, card and card.crop),
-                                config.strict if config else False)
-        return LabelledImages(images, splits.y_test, splits.class_names), data
-    if splits.x_test.shape[1:3] != size:
-        raise UsageError(f"the model takes {model.input_shape[1]}x{model.input_shape[2]} images but {data} "
-                         f"holds {splits.x_test.shape[1]}x{splits.x_test.shape[2]}")
-    return LabelledImages(splits.x_test, splits.y_test, splits.class_names), data
+    parts = [(splits.x_test, splits.y_test)] if test_only else [(splits.x_train, splits.y_train),
+                                                                (splits.x_test, splits.y_test)]
+    labelled = []
+    for images, labels in parts:
+        if isinstance(images, FileIndex):  # as the run validated its files (streams.evaluation_transform)
+            images = StreamedImages(images, streams.evaluation_transform(stored, size, card and card.crop),
+                                    config.strict if config else False)
+        elif images.shape[1:3] != size:
+            raise UsageError(f"the model takes {model.input_shape[1]}x{model.input_shape[2]} images but {data} "
+                             f"holds {images.shape[1]}x{images.shape[2]}")
+        labelled.append(LabelledImages(images, labels, splits.class_names))
+    return ((None, *labelled) if test_only else tuple(labelled)), data
