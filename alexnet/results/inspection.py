@@ -78,7 +78,7 @@ def neighbours_figure(model, training, test, sample=None, seed=0):
     right_rows = np.sort(rng.choice(len(test.images), min(5, len(test.images)), replace=False))
     left = _images(test, left_rows)
     probabilities = predict_probabilities(model, left)
-    features = keras.Model(model.inputs, model.get_layer("fc2").output)
+    features = keras.Model(model.input, model.get_layer("fc2").output)
     queries = _images(test, right_rows)
     count = len(training.images)
     if sample is None and isinstance(training.images, StreamedImages):
@@ -106,7 +106,7 @@ def gradcam_figure(model, test, seed=0, count=8):
     right = np.flatnonzero(predicted == test.labels[sample])
     wrong = np.flatnonzero(predicted != test.labels[sample])
     take = min(len(wrong), count // 2)
-    chosen = np.sort(np.concatenate([wrong[:take], right[:count - take]]))
+    chosen = np.sort(np.concatenate([rng.permutation(wrong)[:take], rng.permutation(right)[:count - take]]))
     _, maps = gradcam.heat_maps(model, images[chosen])
     overlays = [gradcam.overlay(image, heat) for image, heat in zip(images[chosen], maps)]
     return pictures.gradcam_figure(images[chosen], overlays, test.labels[sample][chosen], predicted[chosen],

@@ -94,8 +94,8 @@ def neighbours_figure(left, right, class_names, note=""):
             _show(figure.add_subplot(neighbours[i, j + 1]), near[i, j],
                   short_label(class_names[near_labels[i, j]], 14), "black" if same else "tab:gray")
     figure.suptitle("Left: top-5 probabilities (red, *: the true class). Right: test images (red title) and their "
-                    f"{k} nearest training images by the 4096-d output of fc2" + (f"\n{note}" if note else ""),
-                    fontsize=9)
+                    f"{k} nearest training images by the 4096-d output of fc2 (grey title: another class)"
+                    + (f"\n{note}" if note else ""), fontsize=9, y=0.99)
     return figure
 
 
@@ -105,11 +105,12 @@ def gradcam_figure(images, overlays, true, predicted, class_names, columns=4):
     from matplotlib.figure import Figure
 
     rows = math.ceil(len(images) / columns)
-    figure = Figure(figsize=(2.4 * columns * 2 / 2 * 2, 2.5 * rows + 0.4))
+    figure = Figure(figsize=(4.8 * columns, 2.5 * rows + 0.4))
     for i, (image, picture) in enumerate(zip(images, overlays)):
         right = true[i] == predicted[i]
         title = f"true {short_label(class_names[true[i]], 12)}\npredicted {short_label(class_names[predicted[i]], 12)}"
         _show(figure.add_subplot(rows, columns * 2, 2 * i + 1), image, title, "tab:green" if right else "tab:red")
-        _show(figure.add_subplot(rows, columns * 2, 2 * i + 2), picture, "Grad-CAM (predicted)", "black")
-    figure.suptitle("Grad-CAM on the last convolution: where the evidence for the predicted class lies", fontsize=10)
+        _show(figure.add_subplot(rows, columns * 2, 2 * i + 2), picture, "evidence for the prediction", "black")
+    figure.suptitle("Where the evidence for the predicted class lies: gradient x activation of the last convolution "
+                    "(HiResCAM, Grad-CAM's position-by-position form)", fontsize=10)
     return figure
