@@ -101,7 +101,8 @@ def test_the_heat_map_peak_falls_on_the_square_that_sets_the_class(backend, tmp_
     result = json.loads(checked.stdout.strip().splitlines()[-1])
     assert result["accuracy"] >= 0.9, result  # the model separates the classes
     # Most images: a peak anywhere would land in the square grown by half a cell on about a third of them (its
-    # area); the original Grad-CAM's landed on 11% (gradcam.py). Measured here: 0.66 to 0.86 across backends.
+    # area); the original Grad-CAM's landed on 11% (gradcam.py). Measured: 0.66 on TensorFlow, 0.7 or more on
+    # JAX and torch.
     assert result["map"] == [5, 5] and result["inside"] >= 0.6, result
 
 
