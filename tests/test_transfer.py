@@ -135,6 +135,7 @@ def test_init_from_sets_the_model_and_image_size_unless_given(tmp_path):
     assert TrainConfig().validate().model == "alexnet"
     refusals = [
         (TrainConfig(init_from=str(source), model="alexnet"), "--model alexnet: --init-from .* holds a alexnet-lrn"),
+        (TrainConfig(init_from=str(source), model="alexnet", image_size=67), "holds a alexnet-lrn model"),
         (TrainConfig(recipe="finetune"), "--recipe finetune fine-tunes trained weights: give --init-from"),
         (TrainConfig(freeze="features"), "--freeze features keeps trained convolutional layers: give --init-from"),
         (TrainConfig(init_from=str(source), freeze="all"), "--freeze must be one of none, features"),

@@ -86,6 +86,10 @@ class TrainConfig:
                              if config.freeze != "none" else
                              f"--recipe {config.recipe} fine-tunes trained weights: give --init-from MODEL_OR_RUN "
                              "(a run folder or a .keras file, such as one from alexnet import-weights)")
+        if config.init_from is not None and describe_source(config.init_from).model != config.model:
+            raise UsageError(f"--model {config.model}: --init-from {config.init_from} holds a "
+                             f"{describe_source(config.init_from).model} model; a run starts from weights of its own "
+                             "architecture (leave --model out)")
         choices.check("--strategy", config.strategy, choices.STRATEGIES)
         if config.backend is not None:
             choices.check("--backend", config.backend, choices.BACKENDS)
