@@ -102,7 +102,7 @@ def _build(job):
 def _initialize(job, model, frozen):
     """Copies the trained weights that the run starts from into `model`, and says what was kept and what is new."""
     config, recorded = job.config, (job.stored or {}).get("init", {})  # a run that crashed before epoch 1: its record
-    source = sources.describe(config.init_from)
+    source = sources.describe(recorded.get("file", config.init_from))  # the recorded absolute path: any folder
     if recorded.get("sha256") not in (None, source.sha256() if recorded else None):
         raise AlexnetError(f"--init-from {config.init_from}: {source.path} changed since this run started from it "
                            f"(sha256 {recorded['sha256'][:12]}... then); start a new run")
