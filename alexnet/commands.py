@@ -6,6 +6,7 @@ only once `alexnet.cli.main` has chosen the backend (train and resume choose the
 
 import logging
 import sys
+from pathlib import Path
 
 from alexnet.errors import UsageError
 from alexnet.settings.config import TrainConfig
@@ -47,6 +48,8 @@ def _predict(args):
     out = args.out
     if out is not None and not out.lower().endswith((".csv", ".json")):
         raise UsageError(f"--out {out}: the table is written as CSV or JSON; name a .csv or .json file")
+    if out is not None and not Path(out).resolve().parent.is_dir():  # before the images, not after
+        raise UsageError(f"--out {out}: the folder {Path(out).parent} does not exist")
     results = predict(args.target, args.images, top_k=args.top_k, tta=args.tta, explain=args.explain)
     failed = [r for r in results if "error" in r]
     if out is not None:
@@ -109,8 +112,6 @@ def _summary(args):
 
 
 def _samples(args):
-    from pathlib import Path
-
     from alexnet.data import load_dataset
     from alexnet.results.plots import sample_grid
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from run import machine, versions  # bench/run.py, beside this script (it puts the checkout on sys.path)
 
+from alexnet.runs import RunFolder
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "transfer.json"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -75,7 +77,7 @@ def timed(args):
 
 
 def accuracy(run_dir):
-    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    metrics = RunFolder(run_dir).read_metrics()
     return metrics["test_accuracy"], metrics.get("tta_test_accuracy")
 
 
@@ -98,7 +100,7 @@ def run(args):
                              "--epochs", "100", "--seed", seed],
         }
         for name, command in commands.items():
-            if name not in args.arms or (name == "source" and (runs[name] / "metrics.json").is_file()):
+            if name not in args.arms or (name == "source" and RunFolder(runs[name]).metrics_file.is_file()):
                 continue  # a source run of an earlier call in the same --work folder is reused
             command = [*command, "--run-dir", runs[name], "--overwrite", "--quiet"]
             wall = timed(command)

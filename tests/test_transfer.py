@@ -110,6 +110,10 @@ def test_a_state_dict_that_is_not_torchvisions_alexnet_is_refused_naming_the_fil
     assert main(["import-weights", str(tmp_path / "alexnet-owt-7be5be79.pth"), "--out", str(tmp_path / "x.keras")]) == 1
     assert "does not start with 7be5be79" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.keras"))
+    # Another name that happens to end in hex digits (a date) is only warned about.
+    shutil.copy(torch_files[10], tmp_path / "alexnet-20240315.pth")
+    assert main(["import-weights", str(tmp_path / "alexnet-20240315.pth"), "--out", str(tmp_path / "y.keras")]) == 0
+    assert "does not start with 20240315" in capsys.readouterr().err and (tmp_path / "y.keras").is_file()
 
 
 def test_the_torchvision_variant_is_torchvisions_architecture(capsys):
@@ -238,3 +242,15 @@ def test_a_model_without_its_run_reads_files_as_its_card_says():
     assert streams.evaluation_transform({}, (32, 32)).crop == "resize"
     run = {"settings": {"recipe": "cpu"}, "data": {"streamed": False}}
     assert streams.evaluation_transform(run, (32, 32), "center").crop == "resize"  # its run's own rule wins
+
+
+def test_a_head_for_other_classes_is_new_even_at_the_same_count(tmp_path):
+    from alexnet.model import transfer
+    from alexnet.model.builders import build_model
+
+    source = _tiny_keras(tmp_path / "four.keras")
+    model = build_model("alexnet", input_shape=(32, 32, 3), num_classes=4, image_size=67)
+    kept, new = transfer.initialize(model, source)
+    assert "predictions" in kept and not new
+    kept, new = transfer.initialize(model, source, skip=("predictions",))
+    assert new == ["predictions"] and "conv1" in kept and "fc2" in kept

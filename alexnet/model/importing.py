@@ -8,6 +8,7 @@ flattens (H, W, C), so its input rows are permuted. The file is read with
 `torch.load(weights_only=True)`: a pickle that would run code is refused.
 """
 
+import logging
 import re
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,8 @@ from alexnet.model.architecture import TORCHVISION_CONVS, VARIANTS
 from alexnet.model.builders import build_model
 
 _POOLED = VARIANTS["alexnet-torchvision"].pooled
+TORCHVISION_FILE = "alexnet-owt-7be5be79.pth"  # IMAGENET1K_V1, from download.pytorch.org/models/
+log = logging.getLogger(__name__)
 
 
 def _expected(classes):
@@ -57,8 +60,8 @@ def read_state_dict(path):
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise AlexnetError(f"{path} was refused: it is not a file of tensors that torch.load(weights_only=True) "
                            f"reads (a file holding code is refused, never run): {first}") from None
-    if isinstance(loaded, dict) and isinstance(loaded.get("model", loaded.get("state_dict")), dict):
-        loaded = loaded.get("model", loaded.get("state_dict"))
+    if isinstance(loaded, dict):  # a reference-script checkpoint {"model": ...} or {"state_dict": ...}
+        loaded = next((loaded[key] for key in ("model", "state_dict") if isinstance(loaded.get(key), dict)), loaded)
     if not isinstance(loaded, dict) or not all(hasattr(v, "shape") for v in loaded.values()):
         raise AlexnetError(f"{path} holds a {type(loaded).__name__}, not a state dict of tensors")
     tensors = {re.sub(r"^module\.", "", key): value for key, value in loaded.items()}
@@ -69,7 +72,8 @@ def read_state_dict(path):
         missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         raise AlexnetError(f"{path} is not a torchvision AlexNet state dict: "
                            + "; ".join(part for part in (f"missing {missing}" * bool(missing),
-                                                         f"unexpected {extra[:8]}" * bool(extra)) if part))
+                                                         f"unexpected {extra[:8]}" * bool(extra),
+                                                         f"{classes} output class" * (classes < 2)) if part))
     wrong = [f"{key} {tuple(tensors[key].shape)} (expected {shape})" for key, shape in expected.items()
              if tuple(tensors[key].shape) != tuple(shape)]
     if wrong:
@@ -108,11 +112,17 @@ def _class_names(names_file, classes):
 
 
 def _check_hash(path, digest):
-    """torch.hub's rule: a file named like name-<first hex digits of its sha256>.pth must match them."""
+    """torch.hub's rule: a file named like name-<first hex digits of its sha256>.pth should match them. For
+    torchvision's own file (alexnet-owt-7be5be79.pth) a mismatch is refused; for other names, which may end in a
+    date or a number, it is a warning."""
     match = re.search(r"-([0-9a-f]{8,})\.pth?$", Path(path).name)
-    if match and not digest.startswith(match.group(1)):
-        raise AlexnetError(f"{path}: its sha256 ({digest[:12]}...) does not start with {match.group(1)}, as its "
-                           "name says it should: the file is damaged or incomplete. Download it again")
+    if not match or digest.startswith(match.group(1)):
+        return
+    said = (f"{path}: its sha256 ({digest[:12]}...) does not start with {match.group(1)}, as a torch.hub file "
+            "name says it should")
+    if Path(path).name == TORCHVISION_FILE:
+        raise AlexnetError(f"{said}: the file is damaged or incomplete. Download it again")
+    log.warning(f"{said}; if the name is torch.hub's, the file is damaged or incomplete")
 
 
 def import_weights(weights, out, class_names=None, overwrite=False):

@@ -271,18 +271,21 @@ class Augment(keras.layers.Layer):
                 "lighting": self.lighting, "eigenvalues": self.eigenvalues, "eigenvectors": self.eigenvectors}
 
 
-def colour_basis(images):
-    """(eigenvalues (3,), eigenvectors (3, 3) as columns) of the colour covariance of standardized pixels.
+def colour_basis(images, pixels="standardize"):
+    """(eigenvalues (3,), eigenvectors (3, 3) as columns) of the colour covariance of the model's input pixels.
 
     Args:
         images: uint8 (N, H, W, 3), a sample of the training images.
+        pixels: how the model normalizes them (`architecture.Variant.pixels`): "standardize" (per image) or
+            "imagenet" (ImageNet's channel mean and std): the lighting noise is added in that space.
 
     Returns:
         The basis of `Augment`'s lighting noise, as lists, largest component first.
     """
     import numpy as np  # this module needs NumPy nowhere else
 
-    x = np.asarray(ops.convert_to_numpy(PerImageStandardization(dtype="float32")(images)), np.float64)
+    layer = ChannelNormalization(dtype="float32") if pixels == "imagenet" else PerImageStandardization(dtype="float32")
+    x = np.asarray(ops.convert_to_numpy(layer(images)), np.float64)
     values, vectors = np.linalg.eigh(np.cov(x.reshape(-1, 3), rowvar=False))
     order = np.argsort(values)[::-1]
     return values[order].tolist(), vectors[:, order].tolist()

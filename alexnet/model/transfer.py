@@ -13,9 +13,9 @@ from alexnet.errors import AlexnetError
 _FEATURES = re.compile(r"(conv|bn|lrn)\d+$")  # the feature extractor's layers, by the builders' names
 
 
-def initialize(model, source_file):
+def initialize(model, source_file, skip=()):
     """Copies into `model` the weights of every layer of the .keras model at `source_file` that has the same name
-    and the same weight shapes; the others keep their fresh initialization.
+    and the same weight shapes, except those named in `skip`; the others keep their fresh initialization.
 
     Returns:
         (kept, new): names of the layers with weights that were copied, and of those that were not.
@@ -32,7 +32,7 @@ def initialize(model, source_file):
     for layer in model.layers:
         if not layer.weights:
             continue
-        other = theirs.get(layer.name)
+        other = theirs.get(layer.name) if layer.name not in skip else None
         values = other.get_weights() if other is not None else []
         if [tuple(w.shape) for w in values] == [tuple(w.shape) for w in layer.weights]:
             layer.set_weights(values)

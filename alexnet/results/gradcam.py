@@ -44,8 +44,8 @@ def gradients(function, inputs):
         with torch.enable_grad():
             x = keras.ops.convert_to_tensor(inputs).detach().requires_grad_(True)
             y = function(x)
-            y.float().sum().backward()
-        return y.detach().float().cpu().numpy(), x.grad.float().cpu().numpy()
+            (grad,) = torch.autograd.grad(y.float().sum(), x)  # not .backward(): the weights' .grad stay empty
+        return y.detach().float().cpu().numpy(), grad.float().cpu().numpy()
     raise ValueError(f"no gradient for the {backend} backend")
 
 

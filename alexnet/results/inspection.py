@@ -20,6 +20,7 @@ from alexnet.backend import tensorflow
 from alexnet.errors import UsageError
 from alexnet.files import writing
 from alexnet.results import gradcam, pictures
+from alexnet.pipeline.streams import decoded
 from alexnet.results.inference import StreamedImages, predict_probabilities
 from alexnet.results.plots import save_figure
 from alexnet.runs import RunFolder
@@ -56,16 +57,20 @@ def nearest_neighbours(queries, chunks, k=6):
 
 
 def _images(split, rows):
-    """uint8 images of `rows` of a split (arrays, or decoded files)."""
-    return np.stack([split.images[int(r)] for r in rows]) if isinstance(split.images, StreamedImages) else \
-        split.images[np.asarray(rows)]
+    """(uint8 images, the rows they are) of `rows` of a split: arrays, or decoded files (a file that cannot be
+    read is left out, with a warning)."""
+    rows = np.asarray(rows, np.int64)
+    if isinstance(split.images, StreamedImages):
+        return decoded(split.images.index, rows, split.images.transform)
+    return split.images[rows], rows
 
 
 def _feature_chunks(features, split, rows):
-    """(rows, fc2 features) of the training images `rows`, a chunk at a time."""
+    """(rows, fc2 features) of the training images `rows` that can be read, a chunk at a time."""
     for start in range(0, len(rows), CHUNK):
-        chunk = rows[start:start + CHUNK]
-        yield chunk, predict_probabilities(features, _images(split, chunk), batch_size=256)
+        images, read = _images(split, rows[start:start + CHUNK])
+        if len(read):
+            yield read, predict_probabilities(features, images, batch_size=256)
 
 
 def neighbours_figure(model, training, test, sample=None, seed=0):
@@ -76,10 +81,10 @@ def neighbours_figure(model, training, test, sample=None, seed=0):
     rng = np.random.default_rng(seed)
     left_rows = np.sort(rng.choice(len(test.images), min(8, len(test.images)), replace=False))
     right_rows = np.sort(rng.choice(len(test.images), min(5, len(test.images)), replace=False))
-    left = _images(test, left_rows)
+    left, left_rows = _images(test, left_rows)
     probabilities = predict_probabilities(model, left)
     features = keras.Model(model.input, model.get_layer("fc2").output)
-    queries = _images(test, right_rows)
+    queries, right_rows = _images(test, right_rows)
     count = len(training.images)
     if sample is None and isinstance(training.images, StreamedImages):
         sample = STREAMED_SAMPLE
@@ -90,7 +95,7 @@ def neighbours_figure(model, training, test, sample=None, seed=0):
     log.info(f"Finding the nearest training images by fc2 features ({note.split(': ')[1]})")
     near_rows, _ = nearest_neighbours(predict_probabilities(features, queries), _feature_chunks(features, training,
                                                                                                  searched))
-    near = np.stack([_images(training, rows) for rows in near_rows])
+    near = np.stack([_images(training, rows)[0] for rows in near_rows])  # rows read once before: they decode
     return pictures.neighbours_figure((left, test.labels[left_rows], probabilities),
                                       (queries, test.labels[right_rows], near, training.labels[near_rows]),
                                       test.class_names, note)
@@ -101,7 +106,7 @@ def gradcam_figure(model, test, seed=0, count=8):
     both, chosen from a seeded sample of 256."""
     rng = np.random.default_rng([seed, 1])
     sample = np.sort(rng.choice(len(test.images), min(256, len(test.images)), replace=False))
-    images = _images(test, sample)
+    images, sample = _images(test, sample)
     predicted = predict_probabilities(model, images).argmax(axis=1)
     right = np.flatnonzero(predicted == test.labels[sample])
     wrong = np.flatnonzero(predicted != test.labels[sample])
@@ -141,12 +146,12 @@ def inspect(target, data=None, out=None, neighbours_from=None, seed=0):
         raise UsageError(f"{target.model_file} is not one of this project's AlexNets (no conv1 or fc2 layer)")
     out = Path(out) if out else (target.run.path / RunFolder.INSPECT if target.run is not None else
                                  target.model_file.parent / f"{RunFolder.INSPECT}-{target.model_file.stem}")
-    with writing(out, "write the pictures into"):
-        out.mkdir(parents=True, exist_ok=True)
     (training, test), _ = model_splits(model, target.run, data)
     if not len(training.images) or not len(test.images):
         raise UsageError("inspect needs training and test images; the data has "
                          f"{len(training.images)} and {len(test.images)}")
+    with writing(out, "write the pictures into"):
+        out.mkdir(parents=True, exist_ok=True)
     figures = {"filters": pictures.filters_figure(np.asarray(model.get_layer("conv1").kernel), model.name),
                "neighbours": neighbours_figure(model, training, test, neighbours_from, seed),
                "gradcam": gradcam_figure(model, test, seed)}
@@ -169,7 +174,10 @@ def _to_tensorboard(paths, log_dir):
         return
 
     writer = tf.summary.create_file_writer(str(log_dir))
-    with writer.as_default():
-        for path in paths:
-            tf.summary.image(f"inspect/{path.stem}", np.asarray(Image.open(path).convert("RGB"))[None], step=0)
-    writer.close()
+    try:
+        with writer.as_default():
+            for path in paths:
+                with Image.open(path) as image:
+                    tf.summary.image(f"inspect/{path.stem}", np.asarray(image.convert("RGB"))[None], step=0)
+    finally:
+        writer.close()

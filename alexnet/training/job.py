@@ -18,6 +18,7 @@ from alexnet.data import FileIndex
 from alexnet.data.splits import Splits, splits_for
 from alexnet.errors import Interrupted, UsageError
 from alexnet.model import layers, sources
+from alexnet.model.architecture import VARIANTS
 from alexnet.pipeline import streams
 from alexnet.pipeline.feed import Feed
 from alexnet.results import plots
@@ -243,8 +244,8 @@ def colour_basis(job, count=256):
     rows = np.sort(np.random.default_rng([job.config.seed, 7]).choice(len(images), min(count, len(images)),
                                                                        replace=False))
     sample = images[rows] if not job.streamed else streams.decoded(images, rows, job.transforms[1])[0]
-    eigenvalues, eigenvectors = layers.colour_basis(sample)
+    eigenvalues, eigenvectors = layers.colour_basis(sample, VARIANTS[job.config.model].pixels)
     log.info(f"PCA lighting noise: colour eigenvalues {', '.join(f'{v:.3g}' for v in eigenvalues)} "
-             f"(standardized pixels of {len(rows)} training images)")
+             f"({VARIANTS[job.config.model].pixels} pixels of {len(rows)} training images)")
     return eigenvalues, eigenvectors
 

@@ -106,7 +106,9 @@ def _initialize(job, model, frozen):
     if recorded.get("sha256") not in (None, source.sha256() if recorded else None):
         raise AlexnetError(f"--init-from {config.init_from}: {source.path} changed since this run started from it "
                            f"(sha256 {recorded['sha256'][:12]}... then); start a new run")
-    kept, new = transfer.initialize(model, source.path)
+    names = list(job.splits.class_names)
+    other_classes = source.class_names is not None and source.class_names != names  # same count, other classes
+    kept, new = transfer.initialize(model, source.path, skip=("predictions",) if other_classes else ())
     log.info(f"Started from {source.path} ({source.model}): {transfer.describe(kept, new, model)}"
              + (f"; frozen: {', '.join(frozen)}" if frozen else ""))
 
