@@ -159,7 +159,7 @@ def write(args=None):
     lines = ["## Transfer: CIFAR-10's animals -> its vehicles, 100 training images a class", "",
              "What starting from trained weights buys, measured with `python bench/transfer.py run --seeds 42 43` "
              "(data: the CIFAR-10 JPEG archive; each arm a whole `alexnet train` command, timed from start to "
-             "exit, tested once at its end on the vehicles' 4,000 test images). Machine: "
+             "exit, tested once at its end on the vehicles' 4,000 test images; the script ran alone on the machine). Machine: "
              f"{records[-1]['machine']}; {records[-1]['versions']}.", "",
              "| arm | seeds | wall (s) | test accuracy | with TTA |", "| --- | --- | ---: | ---: | ---: |"]
     latest = {(r["arm"], r["seed"]): r for r in records}  # a rerun of the same arm and seed replaces it

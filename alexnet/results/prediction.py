@@ -66,6 +66,7 @@ def predict(target, images, top_k=3, batch_size=256, tta=False, explain=None):
     import keras
 
     from alexnet.model.layers import model_card
+    from alexnet.results.inference import tta_probabilities
     from alexnet.results.loading import load_model, resolve_target
 
     console.ensure_setup()
@@ -95,8 +96,7 @@ def predict(target, images, top_k=3, batch_size=256, tta=False, explain=None):
             pixels = np.stack(decoded)
             probabilities = np.asarray(model.predict(pixels, verbose=0, batch_size=64), np.float64)
             if tta:
-                mirrored = np.ascontiguousarray(pixels[:, :, ::-1])
-                probabilities = (probabilities + np.asarray(model.predict(mirrored, verbose=0, batch_size=64))) / 2
+                probabilities = tta_probabilities(model, pixels, probabilities, batch_size=64)
             readable = [result for result in batch if "error" not in result]
             for result, p in zip(readable, probabilities):
                 order = np.argsort(-p)[:top_k]
