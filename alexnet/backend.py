@@ -4,6 +4,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import pathlib
 import re
 import signal
 import sys
@@ -241,7 +242,35 @@ def cpu_has_fast_bf16(cpuinfo=None):
     return "AuthenticAMD" in cpuinfo and " avx512_bf16" in cpuinfo
 
 
-_said = {"torch_jit": False}  # notes said once a process
+def nvidia_gpu_present(root="/"):
+    """Whether this machine gives the process an NVIDIA GPU: a device node /dev/nvidia0, /dev/nvidia1, ...
+
+    Read from the file system, without loading a CUDA library (nvidia-smi may be
+    absent). The device nodes, not /proc/driver/nvidia/gpus: /proc/driver is not
+    namespaced, so a container given no GPU can still list the host's there.
+
+    Args:
+        root: the file system's root (a test's fake /dev).
+    """
+    return any(pathlib.Path(root, "dev").glob("nvidia[0-9]*"))  # not nvidiactl, nvidia-uvm: they come without GPUs
+
+
+# What gives each backend the GPU: plain `tensorflow` and the `jax` extra's jaxlib run on the CPU only.
+GPU_INSTALL = {"tensorflow": 'pip install -e ".[gpu]" (tensorflow[and-cuda])',
+               "jax": 'pip install -e ".[gpu]" (jax[cuda12])',
+               "torch": "a CUDA build of torch (https://pytorch.org/get-started/locally/)"}
+
+_said = {"torch_jit": False, "gpu_unseen": False, "gpu_capability": False}  # notes said once a process
+
+
+def _say_gpu_unseen(backend):
+    """Notes once a process that the machine has an NVIDIA GPU the backend does not see, and what to install."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")  # the user hid the GPUs on purpose
+    if _said["gpu_unseen"] or hidden or backend not in GPU_INSTALL or not nvidia_gpu_present():
+        return
+    _said["gpu_unseen"] = True
+    console.note(log, f"an NVIDIA GPU is present but the {backend} backend does not see it: training and "
+                      f"evaluation run on the CPU. Install GPU support with: {GPU_INSTALL[backend]}")
 
 
 def speed_settings(jit=None, mixed_precision=None):
@@ -258,6 +287,8 @@ def speed_settings(jit=None, mixed_precision=None):
 
     backend = keras.backend.backend()
     gpus = gpu_count()
+    if not gpus:
+        _say_gpu_unseen(backend)
     asked_jit = jit is not None
     if jit is None:
         jit = bool(gpus) or backend == "jax"  # JAX without jit runs op by op
@@ -288,8 +319,17 @@ def onednn_enabled():
         return os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
 
 
+# What reading the compute capability raises: no GPU of the kind (IndexError; JAX's RuntimeError), a device that is
+# not TensorFlow's (ValueError), torch's failed CUDA start (RuntimeError, AssertionError), a device without the
+# attribute (AttributeError) or with a non-numeric one, as ROCm's "gfx90a" (ValueError).
+_CAPABILITY_ERRORS = (IndexError, ValueError, RuntimeError, AssertionError, AttributeError)
+
+
 def _gpu_has_bf16():
-    """Ampere (compute capability 8.0) and later compute bfloat16 natively; older GPUs get float16."""
+    """Ampere (compute capability 8.0) and later compute bfloat16 natively; older GPUs get float16.
+
+    Where the capability cannot be read, float16, which every GPU runs, and a note that says so.
+    """
     import keras
 
     backend = keras.backend.backend()
@@ -298,7 +338,7 @@ def _gpu_has_bf16():
             import tensorflow as tf
 
             gpu = tf.config.list_physical_devices("GPU")[0]
-            capability = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
+            capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")  # NVIDIA only
         elif backend == "torch":
             import torch
 
@@ -307,6 +347,15 @@ def _gpu_has_bf16():
             import jax
 
             capability = tuple(int(c) for c in str(jax.devices("gpu")[0].compute_capability).split("."))
-    except Exception:  # unknown: float16 works everywhere
+    except _CAPABILITY_ERRORS as error:
+        capability, why = None, f"{type(error).__name__}: {error}"
+    else:
+        why = "the backend does not report it"
+    if capability is None:
+        if not _said["gpu_capability"]:
+            _said["gpu_capability"] = True
+            console.note(log, f"could not read the GPU's compute capability on the {backend} backend ({why}): mixed "
+                              f"precision computes in float16, which every GPU runs (bfloat16 needs compute capability "
+                              f"8.0 or later); --no-mixed-precision trains in float32")
         return False
     return tuple(capability) >= (8, 0)

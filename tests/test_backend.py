@@ -43,6 +43,100 @@ def test_gpu_speed_settings(monkeypatch):
     assert settings == {"device": "gpu", "gpus": 2, "jit": jit, "dtype_policy": "mixed_float16"}
 
 
+@pytest.mark.parametrize("files,present", [
+    ([], False),
+    (["dev/nvidia0", "dev/nvidiactl", "dev/nvidia-uvm"], True),
+    (["dev/nvidia3"], True),  # a container given the host's fourth GPU only
+    (["dev/nvidiactl", "dev/nvidia-uvm"], False),  # the driver's control nodes, no GPU
+    (["proc/driver/nvidia/gpus/0000:00:1e.0/information"], False),  # /proc/driver shows the host's GPUs in containers
+])
+def test_nvidia_gpu_present_from_the_device_nodes(tmp_path, files, present):
+    for file in files:
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / file).touch()
+    assert backend.nvidia_gpu_present(tmp_path) is present
+
+
+@pytest.mark.parametrize("name,install", [("tensorflow", 'pip install -e ".[gpu]" (tensorflow[and-cuda])'),
+                                          ("jax", 'pip install -e ".[gpu]" (jax[cuda12])'),
+                                          ("torch", "a CUDA build of torch")])
+@pytest.mark.parametrize("device_node,visible,said", [
+    ("nvidia0", None, True),
+    (None, None, False),  # no GPU: nothing to say
+    ("nvidia0", "", False),  # CUDA_VISIBLE_DEVICES="" hides the GPUs on purpose
+])
+def test_a_gpu_the_backend_does_not_see_is_said_once_with_what_to_install(
+        monkeypatch, capsys, tmp_path, name, install, device_node, visible, said):
+    (tmp_path / "dev").mkdir()
+    if device_node:
+        (tmp_path / "dev" / device_node).touch()
+    present = backend.nvidia_gpu_present
+    monkeypatch.setattr(backend, "nvidia_gpu_present", lambda: present(tmp_path))
+    monkeypatch.setattr(keras.backend, "backend", lambda: name)
+    monkeypatch.setattr(backend, "gpu_count", lambda: 0)
+    monkeypatch.setattr(backend, "onednn_enabled", lambda: True)
+    monkeypatch.setitem(backend._said, "gpu_unseen", False)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    for _ in range(2):
+        assert backend.speed_settings(jit=False)["device"] == "cpu"
+    err = capsys.readouterr().err
+    line = f"note: an NVIDIA GPU is present but the {name} backend does not see it"
+    assert err.count(line) == int(said), err
+    assert (install in err) is said
+
+
+@pytest.mark.parametrize("capability,bf16,noted", [
+    ((8, 0), True, False),  # Ampere
+    ((7, 5), False, False),  # Turing: float16
+    (RuntimeError("CUDA driver initialization failed"), False, True),
+    (AssertionError("Invalid device id"), False, True),
+])
+def test_gpu_bfloat16_from_the_compute_capability_and_a_note_when_it_cannot_be_read(
+        monkeypatch, capsys, capability, bf16, noted):
+    torch = pytest.importorskip("torch")
+
+    def read(device):
+        if isinstance(capability, Exception):
+            raise capability
+        return capability
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", read)
+    monkeypatch.setattr(backend, "gpu_count", lambda: 1)
+    monkeypatch.setitem(backend._said, "gpu_capability", False)
+    for _ in range(2):
+        assert backend.speed_settings()["dtype_policy"] == ("mixed_bfloat16" if bf16 else "mixed_float16")
+    err = capsys.readouterr().err
+    assert err.count("note: could not read the GPU's compute capability on the torch backend") == int(noted), err
+    if noted:
+        assert f"({type(capability).__name__}: {capability})" in err and "--no-mixed-precision" in err
+
+
+def test_gpu_capability_errors_other_than_an_unreadable_one_are_not_swallowed(monkeypatch):
+    torch = pytest.importorskip("torch")
+
+    def read(device):
+        raise TypeError("a bug of ours")
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", read)
+    with pytest.raises(TypeError, match="a bug of ours"):
+        backend._gpu_has_bf16()
+
+
+def test_tensorflow_gpu_without_a_compute_capability_gets_float16_and_a_note(monkeypatch, capsys):
+    tf = pytest.importorskip("tensorflow")
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["a GPU"])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda device: {"device_name": "AMD"})
+    monkeypatch.setitem(backend._said, "gpu_capability", False)
+    assert backend._gpu_has_bf16() is False
+    assert "(the backend does not report it): mixed precision computes in float16" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("given,expected", [(None, True), ("0", False)])
 def test_tensorflow_runs_onednn_kernels_unless_the_user_says_otherwise(given, expected):
     # TensorFlow turns oneDNN on by itself only on AVX-512 VNNI/BF16/AMX CPUs; without it an AVX2 CPU trains 2-3x slower
@@ -133,6 +227,7 @@ def test_jit_asked_on_torch_is_off_and_said_once(monkeypatch, capsys):
 
     monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
     monkeypatch.setattr(backend, "gpu_count", lambda: 0)
+    monkeypatch.setattr(backend, "nvidia_gpu_present", lambda: False)  # a GPU machine's CPU-only backend notes it
     monkeypatch.setitem(backend._said, "torch_jit", False)
     assert backend.speed_settings(jit=None)["jit"] is False
     assert capsys.readouterr().err == ""  # not asked: nothing to say

@@ -162,3 +162,27 @@ def test_ema_averages_the_weights_and_only_use_average_puts_the_average_in_place
     assert "about the last 25% of the steps" in recipes.describe("cpu", 256, 0.05, ema=0.25)["weight_average"]
     with pytest.raises(UsageError, match="--ema must be a fraction"):
         TrainConfig(recipe="cpu", ema=1.5).validate()
+
+
+def test_ema_under_float16_puts_the_average_in_place():
+    """Under mixed_float16 `compile` wraps the SGD in a LossScaleOptimizer, whose own use_ema is False: `use_average`
+    did nothing, and --ema trained on GPUs before Ampere (float16) kept the last weights without a word."""
+    config = TrainConfig(recipe="cpu", epochs=2, ema=0.25)
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        small = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu", name="fc1"),
+                                  keras.layers.Dense(10, activation="softmax", dtype="float32", name="predictions")])
+        model = compiling.compile_model(small, config, steps_per_epoch=4)  # what is tested is the optimizer
+    finally:
+        keras.config.set_dtype_policy(policy)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) and not model.optimizer.use_ema
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 16)).astype("float32")
+    y = np.eye(10, dtype="float32")[rng.integers(0, 10, 8)]
+    for _ in range(2):  # two fit calls, as a mid-epoch resume makes: neither puts the average in place
+        model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    averages = [v.numpy() for v in model.optimizer.inner_optimizer._model_variables_moving_average]
+    assert not all(np.array_equal(v.numpy(), a) for v, a in zip(model.trainable_variables, averages))
+    compiling.use_average(model)
+    assert all(np.array_equal(v.numpy(), a) for v, a in zip(model.trainable_variables, averages))

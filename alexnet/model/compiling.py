@@ -64,6 +64,7 @@ def compile_model(model, config, steps_per_epoch, jit=False, lr=None):
     if config.ema:
         # `fit` puts the average in place of the weights at the end of every call, and a resumed epoch is a call
         # of its own: training would go on from the average. The trainer puts it in place once (`use_average`).
+        # Under mixed_float16 the LossScaleOptimizer that `compile` wraps around it calls this one's.
         optimizer.finalize_variable_values = lambda var_list: None
     if recipe.weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
@@ -89,6 +90,8 @@ def ema_momentum(fraction, total_steps):
 
 def use_average(model):
     """Puts the optimizer's moving average of the weights (if it keeps one) in place of the trained weights."""
-    optimizer = model.optimizer
+    # Under mixed_float16, `compile` wraps the SGD in a LossScaleOptimizer, which keeps no average of its own
+    # (its use_ema is False); the SGD inside keeps it.
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
     if optimizer is not None and optimizer.use_ema:
         type(optimizer).finalize_variable_values(optimizer, model.trainable_variables)
