@@ -304,9 +304,27 @@ def speed_settings(jit=None, mixed_precision=None):
     if mixed_precision:
         policy = "mixed_bfloat16" if not gpus or _gpu_has_bf16() else "mixed_float16"
     settings = {"device": "gpu" if gpus else "cpu", "gpus": gpus, "jit": bool(jit), "dtype_policy": policy}
+    if backend == "jax" and gpus:
+        settings["compilation_cache"] = _jax_compilation_cache()
     if backend == "tensorflow":
         settings["onednn"] = onednn_enabled()
     return settings
+
+
+def _jax_compilation_cache():
+    """Turns on JAX's persistent compilation cache (in the package's cache folder) and returns the folder.
+
+    On a GPU each compile with convolution autotuning takes seconds to tens of
+    seconds; the cache keeps them for the next process (a resume, `evaluate`, the next run of the same shapes).
+    """
+    import jax
+
+    from alexnet.data.cache import cache_dir  # the package's one cache folder ($ALEXNET_CACHE_DIR)
+
+    folder = cache_dir() / "jax-compilation"
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)  # the step functions, not small ops
+    return str(folder)
 
 
 def onednn_enabled():

@@ -238,8 +238,8 @@ def test_jit_asked_on_torch_is_off_and_said_once(monkeypatch, capsys):
 
 
 def test_the_augmenting_recipes_compile_with_jit_on_jax():
-    """Keras marks RandomTranslation as not XLA-compilable on every backend and then compiles no model that holds
-    it: on JAX the fast and cpu recipes ran op by op (1.8x slower on a CPU, worse on a GPU)."""
+    """Keras marked RandomTranslation, the shifts once, as not XLA-compilable on every backend and then compiled no
+    model that held it: on JAX the fast and cpu recipes ran op by op (1.8x slower on a CPU, worse on a GPU)."""
     pytest.importorskip("jax")
     code = ("from alexnet.backend import select_backend; select_backend('jax'); "
             "from alexnet.model import compiling; from alexnet.settings.config import TrainConfig; from alexnet.model.builders import build_model; "
@@ -248,3 +248,14 @@ def test_the_augmenting_recipes_compile_with_jit_on_jax():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "True", done.stderr[-3000:]
+
+
+def test_jax_on_a_gpu_keeps_its_compiles_in_the_package_cache(tmp_path, monkeypatch):
+    jax = pytest.importorskip("jax")
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path))
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        folder = backend._jax_compilation_cache()
+        assert folder == str(tmp_path / "jax-compilation") == jax.config.jax_compilation_cache_dir
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

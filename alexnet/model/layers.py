@@ -202,8 +202,8 @@ class Resize(keras.layers.Layer):
 class Augment(keras.layers.Layer):
     """Random shifts, horizontal flips and PCA lighting noise of (B, H, W, C) images, in training only.
 
-    Shifts are up to `shift` of the height and width, filled with zeros (the mean
-    of a standardized image), with nearest-pixel sampling; flips are left-right.
+    Shifts are by whole pixels, up to `shift` of the height and width, filled with
+    zeros (the mean of a standardized image); flips are left-right.
     Lighting noise is the paper's (Krizhevsky et al. 2012, section 4.1): to every
     pixel of an image, add `eigenvectors @ (alpha * eigenvalues)` with one
     `alpha ~ N(0, lighting)` per component and image, where the eigenvalues and
@@ -232,28 +232,23 @@ class Augment(keras.layers.Layer):
                              f"covariance. Received: lighting={lighting}, eigenvalues={eigenvalues}")
         self.eigenvalues = [float(v) for v in eigenvalues] if eigenvalues is not None else None
         self.eigenvectors = [[float(v) for v in row] for row in eigenvectors] if eigenvectors is not None else None
-        self.translate = keras.layers.RandomTranslation(
-            shift, shift, fill_mode="constant", fill_value=0.0, interpolation="nearest", seed=seed,
-            dtype=self.dtype_policy) if shift else None
-        if self.translate is not None and keras.backend.backend() != "tensorflow":
-            # Keras marks RandomTranslation as not XLA-compilable on every backend (TensorFlow's image transform
-            # has no XLA kernel), and then compiles no model that holds it: JAX ran the fast and cpu recipes op
-            # by op, 1.8x slower on a CPU. JAX's transform (map_coordinates) compiles.
-            self.translate.supports_jit = True
-        self.mirror = keras.layers.RandomFlip("horizontal", seed=seed, dtype=self.dtype_policy) if flip else None
+        # The random-generator states, in the order a checkpoint lists them (`checkpoints.seed_states`): the
+        # layer's own generators come before those of its sublayers, so this order (lighting, shift, then
+        # RandomFlip's) is the one of the models that shifted with a RandomTranslation sublayer.
         self.lighting_seed = keras.random.SeedGenerator(seed) if self.lighting else None
+        self.shift_seed = keras.random.SeedGenerator(seed) if self.shift else None
+        self.mirror = keras.layers.RandomFlip("horizontal", seed=seed, dtype=self.dtype_policy) if flip else None
 
     def build(self, input_shape):
-        for layer in (self.translate, self.mirror):
-            if layer is not None:
-                layer.build(input_shape)
+        if self.mirror is not None:
+            self.mirror.build(input_shape)
 
     def call(self, inputs, training=None):
         if not training:
             return inputs
         x = inputs
-        if self.translate is not None:
-            x = self.translate(x, training=True)
+        if self.shift:
+            x = self._shift(x)
         if self.mirror is not None:
             x = self.mirror(x, training=True)
         if self.lighting:
@@ -262,6 +257,29 @@ class Augment(keras.layers.Layer):
             offset = ops.matmul(scaled, ops.transpose(ops.convert_to_tensor(self.eigenvectors, dtype=alpha.dtype)))
             x = x + ops.cast(offset[:, None, None, :], x.dtype)  # (B, 1, 1, 3): the same for every pixel
         return x
+
+    def _shift(self, images):
+        """Each image of (B, H, W, C) moved by its own whole number of pixels, zeros where it left.
+
+        RandomTranslation's draw (a uniform fraction of the side, rounded by its nearest-pixel sampling) as one
+        gather from the zero-padded batch: its TensorFlow transform has no XLA kernel, and Keras compiles no
+        model that holds it on any backend.
+        """
+        batch, height, width, channels = ops.shape(images)  # the batch may be unknown until the call
+        most_dy, most_dx = round(self.shift * height), round(self.shift * width)
+        most = ops.convert_to_tensor([most_dy, most_dx], "int32")
+        factors = keras.random.uniform((batch, 2), -self.shift, self.shift, seed=self.shift_seed)
+        moves = ops.cast(ops.round(factors * ops.convert_to_tensor([height, width], factors.dtype)), "int32")
+        moves = ops.minimum(ops.maximum(moves, -most), most)  # (B, 2): (dy, dx), a shift down and right
+        padded = ops.pad(images, [[0, 0], [most_dy, most_dy], [most_dx, most_dx], [0, 0]])
+        padded_height, padded_width = height + 2 * most_dy, width + 2 * most_dx
+        # Output pixel (b, i, j) is padded pixel (b, i + most_dy - dy, j + most_dx - dx): a row of `pixels`.
+        rows = ops.arange(height, dtype="int32")[None, :] + (most_dy - moves[:, :1])  # (B, H)
+        columns = ops.arange(width, dtype="int32")[None, :] + (most_dx - moves[:, 1:])  # (B, W)
+        first = ops.arange(batch, dtype="int32") * (padded_height * padded_width)  # (B,)
+        index = first[:, None, None] + rows[:, :, None] * padded_width + columns[:, None, :]  # (B, H, W)
+        pixels = ops.reshape(padded, (-1, channels))  # (B * padded_height * padded_width, C)
+        return ops.take(pixels, index, axis=0)  # (B, H, W, C)
 
     def compute_output_shape(self, input_shape):
         return input_shape
