@@ -156,6 +156,11 @@ def build_parser():
                        help="minutes of training between mid-epoch checkpoints, for epochs longer than that (a stop "
                             "signal or Ctrl-C also saves the step it lands on); 0: only then "
                             f"(default: {defaults.checkpoint_every:g})")
+    train.add_argument("--checkpoint-gap", type=_non_negative_float, metavar="SECONDS",
+                       help="fewest seconds of training between two epoch checkpoints: an epoch that ends sooner is "
+                            "logged but not saved (the last epoch, and one where a stop lands, always are), so that "
+                            "short epochs do not spend as long saving as training; a crash loses at most this much; "
+                            f"0: every epoch (default: {defaults.checkpoint_gap:g})")
     train.add_argument("--test-each-epoch", action="store_true",
                        help="also log test accuracy every epoch, for benchmarks (never choose anything by it)")
     train.add_argument("--init-from", metavar="MODEL_OR_RUN",
@@ -291,7 +296,7 @@ def main(argv=None):
                 raise UsageError(str(error)) from None
             backend.load_keras()
         # Without --debug, TensorFlow's C++ log lines are dropped from stderr: what is shown is ours (or Python's).
-        with contextlib.nullcontext() if args.debug else backend.native_logs_filtered():
+        with contextlib.nullcontext() if args.debug else console.native_logs_filtered():
             code = COMMANDS[args.command](args)
     except AlexnetError as error:
         if args.debug:

@@ -9,11 +9,16 @@ warnings and errors are shown, and Keras's progress bars are off.
 
 The CLI calls `setup`; the Python entry points (`train`, `evaluate`, ...) call
 `ensure_setup`, which installs the same handler unless the caller has given the
-"alexnet" logger a handler of their own.
+"alexnet" logger a handler of their own. `native_logs_filtered` keeps the C++
+log lines of TensorFlow, XLA and JAX off the console.
 """
 
+import contextlib
 import logging
+import os
+import re
 import sys
+import threading
 
 NOTE = 25  # between INFO and WARNING: a choice the tool made for the user (stderr, "note: ...")
 LOGGER = "alexnet"
@@ -76,3 +81,51 @@ def keras_verbosity():
 def note(logger, message, *args):
     """Logs a note: a choice made for the user that they may want to change ("note: ..." on stderr)."""
     logger.log(NOTE, message, *args)
+
+
+# A line of TensorFlow's, XLA's or JAX's C++ logging (absl format: "E0000 00:00:1795862049.131149   31933 file.cc:52] ...")
+# or of absl's preamble; no setting from inside the process hides them in TensorFlow 2.21.
+_NATIVE_LOG = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [^\]]+\] |WARNING: All log messages before "
+                         rb"absl::InitializeLog|To enable the following instructions: )")
+
+
+@contextlib.contextmanager
+def native_logs_filtered():
+    """Drops C++ log lines (`_NATIVE_LOG`) written to file descriptor 2 for the duration; passes all else on.
+
+    Native libraries write to the descriptor, not to `sys.stderr`, so the
+    descriptor is pointed at a pipe that a thread reads: lines of C++ logging
+    are dropped, anything else (Python warnings, errors, our notices, a crash
+    report) goes to the real stderr as it comes, a partial line with a carriage
+    return (a progress bar) at once.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+
+    def pump():
+        pending, passing = b"", False
+        while chunk := os.read(read, 65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if passing or not _NATIVE_LOG.match(line):
+                    os.write(saved, line + b"\n")
+                passing = False
+            if pending and (passing or b"\r" in pending):
+                os.write(saved, pending)
+                pending, passing = b"", True
+        if pending and not _NATIVE_LOG.match(pending):
+            os.write(saved, pending)
+        os.close(read)
+
+    thread = threading.Thread(target=pump, name="native-log-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closes: the thread reads to the end and stops
+        thread.join(timeout=5)  # a child process may still hold the pipe; then the thread is left behind
+        os.close(saved)

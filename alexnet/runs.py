@@ -4,8 +4,9 @@
         config.json      settings (resolved), data, recipe, distribution, speed, environment
         history.csv      one row an epoch          logs/          TensorBoard: train, validation, test
         checkpoints/     epoch-NNNN.keras (the two newest), epoch-NNNN-step-SSSSSSS.keras (mid-epoch, the newest),
-                         each with its .json (random-generator states; mid-epoch: the epoch's metric sums), state.json
-        best.keras       best by validation accuracy   model.keras   the final model
+                         each with its .json (random-generator states; mid-epoch: the epoch's metric sums), state.json,
+                         best-NNNN.keras (the best model as of epoch NNNN, the two newest)
+        best.keras       best by validation accuracy (a link to its best-NNNN.keras)   model.keras   the final model
         metrics.json     test figures          report.json, report.md, confusion.png, mistakes.png
         samples.png, curves.png, evaluation/, evaluation-<data>/, export/
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 REPORT_JSON, REPORT_MD, CONFUSION_PNG, MISTAKES_PNG = "report.json", "report.md", "confusion.png", "mistakes.png"
 _CHECKPOINT = re.compile(r"^epoch-(\d+)\.keras$")
 _STEP_CHECKPOINT = re.compile(r"^epoch-(\d+)-step-(\d+)\.keras$")
+_BEST_CHECKPOINT = re.compile(r"^best-(\d+)\.keras$")
 _held_locks = {}  # folder -> open lock file, kept open until released or the process ends
 
 
@@ -94,6 +96,16 @@ class RunFolder:
         """The checkpoint after `epochs_done` epochs and, mid-epoch, `steps_done` steps of the next one."""
         step = f"-step-{steps_done:07d}" if steps_done else ""
         return self.checkpoint_dir / f"epoch-{epochs_done:04d}{step}.keras"
+
+    def best_checkpoint(self, epoch):
+        """The best model as of `epoch` (counted from 1), which best.keras links to once a checkpoint commits it."""
+        return self.checkpoint_dir / f"best-{epoch:04d}.keras"
+
+    def best_checkpoints(self):
+        """[(epoch, path)] of the best models kept in checkpoints/, newest first."""
+        found = [(int(m.group(1)), self.checkpoint_dir / m.group(0))
+                 for m in (_BEST_CHECKPOINT.match(p.name) for p in self.checkpoint_dir.glob("best-*.keras")) if m]
+        return sorted(found, reverse=True)
 
     @staticmethod
     def sidecar(checkpoint):

@@ -19,7 +19,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # The tiny run the end-to-end tests start from: 67 px (the smallest AlexNet takes), a few batches of 32. As
 # TrainConfig fields for the Python API, and as flags; a test that needs more gives its own flags after these
 # (argparse keeps the last).
-TINY_SETTINGS = {"limit_train": 96, "val_size": 32, "limit_test": 32, "image_size": 67, "batch_size": 32}
+# checkpoint_gap 0: every epoch of a tiny run is committed, as the tests of resuming expect (the default, 60 s,
+# would commit only the last; tests/test_crash_points.py runs with it).
+TINY_SETTINGS = {"limit_train": 96, "val_size": 32, "limit_test": 32, "image_size": 67, "batch_size": 32,
+                 "checkpoint_gap": 0}
 TINY = [part for key, value in TINY_SETTINGS.items() for part in (f"--{key.replace('_', '-')}", str(value))]
 
 

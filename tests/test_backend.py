@@ -7,7 +7,7 @@ import keras
 import pytest
 from conftest import TINY, run_cli
 
-from alexnet import backend
+from alexnet import backend, console
 from alexnet.training.logs import TimeEstimate
 
 
@@ -209,7 +209,7 @@ def test_other_backends_train_end_to_end(name, without_tensorflow, cifar_slice, 
 def test_native_log_lines_are_dropped_and_everything_else_passes(capfd):
     import os
 
-    with backend.native_logs_filtered():
+    with console.native_logs_filtered():
         os.write(2, b"E0000 00:00:1795862049.131149   31933 cuda_platform.cc:52] failed call to cuInit\n")
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
         os.write(2, b"alexnet: error: a line of ours\n")

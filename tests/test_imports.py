@@ -13,10 +13,11 @@ import alexnet
 PACKAGE = Path(alexnet.__file__).resolve().parent
 BACKEND_MODULES = {"keras", "tensorflow", "jax", "torch"}
 # Imported only once the backend is chosen (by alexnet.training.start, the CLI's commands, or the user's own code).
-MAY_IMPORT_KERAS = {"alexnet.model.layers", "alexnet.model.builders", "alexnet.model.compiling",
+MAY_IMPORT_KERAS = {"alexnet.model.layers", "alexnet.model.ten_crop", "alexnet.model.builders", "alexnet.model.compiling",
                     "alexnet.model.importing", "alexnet.model.transfer",
                     "alexnet.pipeline.arrays", "alexnet.pipeline.tf_engine",  # tf_engine: loaded on TensorFlow only
-                    "alexnet.training.checkpoints", "alexnet.training.inputs", "alexnet.training.job",
+                    "alexnet.training.checkpoints", "alexnet.training.mid_epoch", "alexnet.training.inputs",
+                    "alexnet.training.job",
                     "alexnet.training.logs", "alexnet.training.stopping", "alexnet.training.trainer"}
 # Subpackage -> the other subpackages (or single modules of them) its modules may import, anywhere in the file, as
 # each subpackage's __init__.py says. The modules at the top of the package (errors, console, files, runs, backend)

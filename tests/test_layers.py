@@ -175,7 +175,7 @@ def test_augment_loads_the_config_of_its_randomtranslation_version():
 
 
 def test_ten_crop_takes_the_four_corners_the_centre_and_their_mirrors():
-    from alexnet.model.layers import TenCrop
+    from alexnet.model.ten_crop import TenCrop
 
     images = np.random.default_rng(4).integers(0, 256, size=(2, 9, 11, 3), dtype=np.uint8)
     crops = np.asarray(TenCrop((5, 6))(images))
@@ -190,7 +190,7 @@ def test_ten_crop_takes_the_four_corners_the_centre_and_their_mirrors():
 
 
 def test_mean_over_crops_averages_each_images_rows():
-    from alexnet.model.layers import MeanOverCrops
+    from alexnet.model.ten_crop import MeanOverCrops
 
     x = np.arange(2 * 10 * 3, dtype="float32").reshape(20, 3)
     np.testing.assert_allclose(np.asarray(MeanOverCrops(10)(x)), x.reshape(2, 10, 3).mean(axis=1))

@@ -28,7 +28,12 @@ def _epoch(dataset):
         dataset.set_epoch(dataset.epoch + 1)  # what EpochOrder does in fit
     else:
         batches = list(dataset)
-    return [(np.asarray(x), np.asarray(y)) for x, y in batches]
+    return [(np.asarray(batch[0]), np.asarray(batch[1])) for batch in batches]
+
+
+def _list(dataset):
+    return [dataset[i] for i in range(len(dataset))] if isinstance(dataset, keras.utils.PyDataset) else \
+        list(dataset.as_numpy_iterator())
 
 
 def test_batches_stay_uint8_and_keep_images_with_their_labels():
@@ -48,10 +53,13 @@ def test_each_epoch_is_another_seeded_permutation_of_the_split():
     assert first != second
 
 
-def test_evaluation_keeps_the_order_and_ends_on_a_short_batch():
+def test_evaluation_keeps_the_order_in_batches_of_one_size_padded_with_weight_0():
     images, labels = _data(7)
-    batches = _epoch(evaluation_batches(images, labels, Feed(3)))
-    assert [y.tolist() for _, y in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+    dataset = evaluation_batches(images, labels, Feed(3))
+    batches = _list(dataset)
+    assert [np.asarray(y).tolist() for _, y, _ in batches] == [[0, 1, 2], [3, 4, 5], [6, 0, 0]]  # one shape
+    assert [np.asarray(w).tolist() for _, _, w in batches][-1] == [1, 0, 0]  # the padding counts for nothing
+    assert [len(y) for _, y, _ in _list(evaluation_batches(images, labels, Feed(4)))] == [4, 4]  # 7 at 4: even
 
 
 def test_process_shards_partition_every_global_batch():

@@ -3,8 +3,9 @@
 - `architecture.py`: the variants (ours, with LRN, torchvision's) and their geometry as data (no Keras; the
   CLI reads it).
 - `layers.py`: the layers Keras does not ship (standardization, ImageNet normalization, resize, LRN,
-  augmentation, adaptive pooling, ten crops, the model card), registered under the package name `alexnet` so
+  augmentation, adaptive pooling, the model card), registered under the package name `alexnet` so
   that saved `.keras` files load wherever the code moved.
+- `ten_crop.py`: the paper's 10-crop test as two layers, for the test report (never in a saved model).
 - `builders.py`: `alexnet`, `alexnet_lrn`, `alexnet_torchvision` and `build_model`: pure functions returning
   functional models.
 - `compiling.py`: a recipe made into Keras objects: the optimizer, schedule, loss and metrics a model is
@@ -14,6 +15,6 @@
 - `importing.py`: `alexnet import-weights`: torchvision's AlexNet state dict converted into a .keras model;
   `imagenet_classes.txt`, ImageNet's 1000 class names in torchvision's order, is its data.
 
-May import: `alexnet.settings`. `layers`, `builders`, `compiling`, `transfer` and `importing` import Keras:
+May import: `alexnet.settings`. `layers`, `ten_crop`, `builders`, `compiling`, `transfer` and `importing` import Keras:
 only once the backend is chosen.
 """

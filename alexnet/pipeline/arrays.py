@@ -47,18 +47,20 @@ def training_batches(images, labels, feed, epochs):
 
 
 def evaluation_batches(images, labels, feed):
-    """Batches of every image once, in order, for `evaluate` and `predict`; the last one shorter.
+    """Batches of (images, labels, weights) of every image once, in order, for `evaluate` and `predict`.
 
-    With several devices (feed.replicas) the last batch is padded to a multiple
-    of them with copies of the first image, and every batch carries weights
-    (0 on the copies), so that each image counts exactly once.
+    Every batch has the same size (`order.evaluation_batch`), so that the step
+    compiles once: the last one is padded with copies of the first image of
+    weight 0, so that each image counts exactly once (predictions of the
+    padding come last: cut them off).
     """
+    feed = feed.for_evaluation(len(labels))
     if keras.backend.backend() != "tensorflow":
         return ArrayBatches(images, labels, feed)
     import tensorflow as tf  # TensorFlow backend only
 
     rows = tf.data.Dataset.from_tensor_slices(feed.evaluation_rows(len(labels))).batch(feed.batch)  # a known length
-    return _tf_batches(images, labels, feed, rows, weighted=feed.weighted)
+    return _tf_batches(images, labels, feed, rows, weighted=True)
 
 
 def _gather(images, labels, rows, num_classes):
@@ -119,7 +121,7 @@ class ArrayBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         rows = self._rows[index * self.feed.batch:(index + 1) * self.feed.batch]
         images, labels, weights = _gather(self.images, self.labels, rows, self.feed.num_classes)
-        return (images, labels, weights) if self.feed.weighted and self.epochs is None else (images, labels)
+        return (images, labels, weights) if self.epochs is None else (images, labels)
 
 
 class EpochOrder(keras.callbacks.Callback):

@@ -30,11 +30,6 @@ class Feed:
         """Images per batch of this process."""
         return self.global_batch // self.shard[1]
 
-    @property
-    def weighted(self):
-        """Evaluation batches carry weights (0 on padding) where a last batch may be padded for the devices."""
-        return self.replicas > 1
-
     def steps_per_epoch(self, n):
         """Training steps of an epoch of n rows (`order.steps_per_epoch`: whole global batches)."""
         return order.steps_per_epoch(n, self.global_batch)
@@ -43,12 +38,21 @@ class Feed:
         """This process's rows of training epoch `epoch`, in order (`order.epoch_rows`)."""
         return order.epoch_rows(n, self.global_batch, self.seed, epoch, self.shard)
 
+    def for_evaluation(self, n):
+        """This feed with the global batch of an evaluation of n rows (`order.evaluation_batch`): every batch of it
+        the same size, the last one padded."""
+        return dataclasses.replace(self, global_batch=order.evaluation_batch(n, self.global_batch, self.replicas))
+
     def evaluation_rows(self, n):
         """This process's rows of an evaluation: every row once; -1 marks padding (`order.evaluation_rows`)."""
         return order.evaluation_rows(n, self.global_batch, self.shard, self.replicas)
 
     def evaluation_steps(self, n):
         return order.evaluation_steps(n, self.global_batch, self.replicas)
+
+    def evaluation_size(self, n):
+        """Rows an evaluation of n rows reads, all processes together, padding included."""
+        return self.evaluation_steps(n) * self.for_evaluation(n).global_batch
 
 
 @dataclasses.dataclass(frozen=True)

@@ -169,4 +169,5 @@ def training_stream(index, labels, feed, epochs):
 
 def evaluation_stream(index, labels, feed):
     """See `streams.evaluation_stream`."""
+    feed = feed.for_evaluation(len(index))
     return _stream(_Rows(len(index), feed), index, labels, feed)

@@ -13,9 +13,11 @@ what `keras.distribution.DataParallel` expects of per-process data.
 The permutation depends only on (seed, epoch), so a resumed run reads the
 epochs it has left in the order an uninterrupted run would have.
 
-Evaluation reads every row once, in order; the last global batch is padded to a
-multiple of the replicas with rows marked -1 (weight 0), and each global batch
-is sharded the same way.
+Evaluation reads every row once, in order, in batches that all have the same
+shape, so that an evaluation (and a prediction) compiles once: the batch is
+made as even as it can be (`evaluation_batch`: 5,000 rows at a batch of 512 are
+10 batches of 500) and the last one is padded with rows marked -1 (weight 0);
+each global batch is sharded the same way.
 """
 
 import numpy as np
@@ -50,23 +52,30 @@ def epoch_rows(n, global_batch, seed, epoch, shard=(0, 1)):
     return np.ascontiguousarray(blocks[:, index * per_process:(index + 1) * per_process]).reshape(-1)
 
 
+def evaluation_batch(n, global_batch, replicas=1):
+    """The global batch of an evaluation of n rows: no larger than `global_batch`, a multiple of the replicas, and
+    as even as the fewest batches allow, so that padding the last one to the same size adds few rows."""
+    steps = evaluation_steps(n, global_batch)
+    rows = -(-n // steps)  # ceil(n / steps): the rows of each batch, were the replicas 1
+    return max(1, -(-rows // replicas)) * replicas
+
+
 def evaluation_steps(n, global_batch, replicas=1):
-    """Batches of an evaluation of n rows (the last one shorter, padded to a multiple of the replicas)."""
-    return -(-(n + (-n) % replicas) // global_batch)
+    """Batches of an evaluation of n rows (at least one)."""
+    return max(1, -(-n // global_batch))
 
 
 def evaluation_rows(n, global_batch, shard=(0, 1), replicas=1):
     """This process's evaluation rows: every row once, in order; -1 marks padding (weight 0).
 
-    The last global batch is shorter; only it is padded, to a multiple of the
-    replicas (devices, all processes together), so that every device gets the
-    same share. Each process reads its block of every global batch.
+    The rows come in `evaluation_steps` global batches of `evaluation_batch`
+    rows each (a multiple of the replicas, devices of all processes together,
+    so that every device gets the same share); the last one is padded to that
+    size. Each process reads its block of every global batch.
     """
     index, count = shard
-    rows = np.concatenate([np.arange(n), np.full((-n) % replicas, -1)]).astype(np.int64)
-    mine = []
-    for start in range(0, len(rows), global_batch):
-        batch = rows[start:start + global_batch]
-        share = len(batch) // count
-        mine.append(batch[index * share:(index + 1) * share])
-    return np.concatenate(mine) if mine else rows
+    batch = evaluation_batch(n, global_batch, replicas)
+    steps = evaluation_steps(n, global_batch)
+    rows = np.concatenate([np.arange(n), np.full(steps * batch - n, -1)]).astype(np.int64).reshape(steps, batch)
+    share = batch // count
+    return np.ascontiguousarray(rows[:, index * share:(index + 1) * share]).reshape(-1)

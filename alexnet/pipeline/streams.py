@@ -100,8 +100,8 @@ def training_stream(index, labels, feed, epochs):
 
 
 def evaluation_stream(index, labels, feed):
-    """Batches of (images, labels, weights) of every image once, in order; the last batch padded with weight 0
-    to a multiple of `feed.replicas` (devices), as in memory."""
+    """Batches of (images, labels, weights) of every image once, in order, all of one size (`order.evaluation_batch`);
+    the last padded with weight 0, as in memory."""
     return _engine().evaluation_stream(index, labels, feed)
 
 

@@ -166,4 +166,5 @@ def training_stream(index, labels, feed, epochs):
 
 def evaluation_stream(index, labels, feed):
     """See `streams.evaluation_stream`."""
+    feed = feed.for_evaluation(len(index))
     return _stream(index, labels, feed, [-1], lambda epoch: feed.evaluation_rows(len(index)))

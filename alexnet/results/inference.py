@@ -24,7 +24,7 @@ def predict_probabilities(model, images, batch_size=256, mirror=False):
     count = len(images)
     if mirror:
         images = np.ascontiguousarray(images[:, :, ::-1])
-    devices = _devices()  # a data-parallel model splits each batch over its devices: the last one is padded
+    devices = _devices()  # a data-parallel model splits each batch over its devices
     feed = Feed(max(devices, batch_size // devices * devices), replicas=devices)
     batches = evaluation_batches(images, np.zeros(count, dtype=np.int64), feed)
     return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)[:count]  # the padding comes last
@@ -52,7 +52,7 @@ def ten_crop_model(model, input_shape, crop):
     ten crops of side `crop` (corners, centre, mirrors), each resized to what `model` takes."""
     import keras
 
-    from alexnet.model.layers import MeanOverCrops, TenCrop
+    from alexnet.model.ten_crop import MeanOverCrops, TenCrop
 
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="images")
     crops = TenCrop(crop, out=model.input_shape[1:3], name="ten_crop")(inputs)  # (B * 10, h, w, 3)
@@ -112,7 +112,7 @@ class StreamedImages:
         outputs = np.asarray(model.predict(stream, steps=steps, verbose=0), dtype=np.float64)
         rows = np.setdiff1d(np.arange(n), sorted(skips.rows[-1]))
         # Padding comes last. tf.data drops a file it cannot read; Grain keeps its place (weight 0).
-        padding = (-n) % devices
+        padding = feed.evaluation_size(n) - n
         outputs = outputs[:n][rows] if len(outputs) - padding == n else outputs[:len(rows)]
         self.rows = rows
         return outputs, rows

@@ -45,6 +45,7 @@ class TrainConfig:
     strategy: str = "auto"  # one of choices.STRATEGIES
     test_each_epoch: bool = False  # also log test accuracy per epoch (benchmarks only: never select on it)
     checkpoint_every: float = 30.0  # minutes of training between mid-epoch checkpoints; 0: only when stopped
+    checkpoint_gap: float = 60.0  # fewest seconds of training between epoch checkpoints (the last always); 0: each
     init_from: Optional[str] = None  # a run folder or .keras file whose weights the run starts from
     freeze: str = "none"  # one of choices.FREEZE: "features" keeps the convolutional layers as they came
 
@@ -104,6 +105,9 @@ class TrainConfig:
         if not 0 <= config.checkpoint_every < float("inf"):
             raise UsageError(f"--checkpoint-every must be 0 (only when stopped) or a positive number of minutes. "
                              f"Received: {config.checkpoint_every}")
+        if not 0 <= config.checkpoint_gap < float("inf"):
+            raise UsageError(f"--checkpoint-gap must be 0 (a checkpoint every epoch) or a positive number of seconds. "
+                             f"Received: {config.checkpoint_gap}")
         if not 0 <= config.pca_lighting < float("inf"):
             raise UsageError(f"--pca-lighting must be 0 (none) or a positive number. Received: {config.pca_lighting}")
         if not 0 <= config.ema <= 1:

@@ -4,7 +4,9 @@
 - `job.py`: what one training process works with, resolved once (`Job`): data, splits, distribution, folder.
 - `trainer.py`: the run, top to bottom: build, fit (its callbacks in one explicit order), finish.
 - `inputs.py`: what a run's `fit` reads: array batches or streams, from the pipeline.
-- `checkpoints.py`: the epoch and mid-epoch checkpoints, the best model, and restoring from them.
+- `checkpoints.py`: the commits (epoch checkpoints, at most every --checkpoint-gap), the best model, and
+  restoring from them.
+- `mid_epoch.py`: checkpoints in an epoch's middle, and the metric sums a resumed epoch goes on from.
 - `logs.py`: history.csv, TensorBoard, the time estimate and the skipped-file count of each epoch.
 - `stopping.py`: Ctrl-C and the stop signals, recorded and acted on at safe points.
 - `distribute.py`: scale-out on tf.distribute and keras.distribution.

@@ -6,23 +6,35 @@ state. Here each checkpoint is one file whose name carries its position
 (`epoch-NNNN.keras`, mid-epoch `epoch-NNNN-step-SSSSSSS.keras`) and that
 appears by an atomic rename, after the .json beside it.
 
-The commit order. A run has one commit point per epoch, the rename that puts
-`checkpoints/epoch-NNNN.keras` in place (and one per mid-epoch checkpoint, its
-`epoch-NNNN-step-SSSSSSS.keras`); every other file is derived, and a resume
-re-derives what a crash left behind or ahead of the newest checkpoint that loads:
+The commit order. A run has one commit point per checkpoint, the rename that
+puts `checkpoints/epoch-NNNN.keras` (or mid-epoch `epoch-NNNN-step-SSSSSSS.keras`)
+in place; every other file is derived, and a resume re-derives what a crash left
+behind or ahead of the newest checkpoint that loads:
 
 1. history.csv's row and TensorBoard's events of the epoch (`logs.EpochLog`):
    written first, so they are never behind; rows past the commit are trimmed
    at resume (`logs.trim_logs`).
-2. The checkpoint's .json (random-generator states, mid-epoch metric sums),
+2. The best model so far, if it changed since the last commit, as
+   `checkpoints/best-NNNN.keras` (NNNN: its epoch): a name that says which
+   epoch it holds, so a crash can never leave best.keras and the record of
+   its epoch disagreeing.
+3. The checkpoint's .json (random-generator states, mid-epoch metric sums),
    then the checkpoint itself: THE COMMIT.
-3. best.keras, when validation improved; then checkpoints/state.json (epochs,
-   best accuracy, best epoch). At resume `settle_best` rebuilds a best.keras
-   that a crash left stale or missing from the best committed epoch's checkpoint.
-4. The checkpoints this one supersedes are removed (the two newest epochs are
-   kept; mid-epoch ones go once their epoch is committed).
-5. After the last epoch: model.keras, the report files, curves.png, and last
+4. checkpoints/state.json (epochs, best accuracy, best epoch); best.keras made
+   a hard link to (or, where links fail, a copy of) the best-NNNN.keras of
+   the best committed epoch; at resume `settle_best` does the same from the
+   committed history.
+5. The checkpoints this one supersedes are removed (the two newest epochs and
+   best models are kept; mid-epoch ones go once their epoch is committed).
+6. After the last epoch: model.keras, the report files, curves.png, and last
    metrics.json, which marks the run finished (a resume before it writes them).
+
+Epochs are committed at most every `gap` seconds of training (`--checkpoint-gap`),
+so that short epochs (seconds on a GPU) do not spend as long saving as training:
+an epoch that ends sooner is logged but not saved, and the best model's weights
+wait in host memory for the next commit. The last epoch of a fit and an epoch
+where a stop signal lands are always committed. A crash loses at most `gap`
+seconds of training.
 
 A crash before the first commit leaves nothing to resume from: the resume
 starts the run again from epoch 0, with its own settings (`start.resume_config`).
@@ -40,47 +52,143 @@ import keras
 import numpy as np
 
 from alexnet.errors import AlexnetError
-from alexnet.files import copy_atomic, save_model_atomic, write_json
+from alexnet.files import atomic_target, copy_atomic, save_model_atomic, write_json
+from alexnet.training.stopping import agree_to_save
 
 log = logging.getLogger(__name__)
 
-KEEP_CHECKPOINTS = 2  # the newest and the one before, to fall back on if the newest is damaged
+KEEP_CHECKPOINTS = 2  # the newest and the one before, to fall back on if the newest is damaged (so best models)
 
 
-def _finite(logs):
+def finite(logs):
+    """Whether every loss in `logs` is a finite number."""
     return all(math.isfinite(float(v)) for k, v in (logs or {}).items() if "loss" in k)
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """Keeps the last epochs' full state (model and optimizer) and the best model by validation accuracy.
+    """Commits the run's state (model and optimizer) at epoch ends, at most every `gap` seconds, and keeps the best
+    model by validation accuracy.
 
     `checkpoints/epoch-NNNN.keras` is the model after NNNN completed epochs;
     the newest two are kept, so that a resume can fall back on the one before
     if the newest was damaged. `checkpoints/state.json` records the epochs
     completed and the best validation accuracy so far (written atomically
     after the checkpoint), so the best-so-far survives a lost history.csv.
-    `best.keras` is the model with the highest `val_accuracy` so far. An epoch
-    whose loss is not finite is never saved.
+    `best.keras` is the model with the highest `val_accuracy` so far, as of the
+    last commit. An epoch whose loss is not finite is never saved, and stops
+    the fit (`keras.callbacks.TerminateOnNaN` would read the loss after every
+    step, a wait for the device each time).
+
+    Args:
+        folder: the RunFolder written.
+        best: (best validation accuracy, its epoch) so far (`best_so_far`).
+        gap: fewest seconds of training between two epoch commits (0: every epoch).
+        interrupt: the run's `DeferredInterrupt` (an epoch where a stop lands is committed), or None.
+        processes: JAX processes: saving is collective, so all follow the chief's clock.
     """
 
-    def __init__(self, folder, best=(-1.0, None)):
+    def __init__(self, folder, best=(-1.0, None), gap=0.0, interrupt=None, processes=1):
         super().__init__()
         self.folder = folder  # runs.RunFolder
         self.best_accuracy, self.best_epoch = best  # so far: `best_so_far`
+        self.gap, self.interrupt, self.processes = float(gap), interrupt, processes
+        # (epoch, state) of a best model not yet written; the state (`_state`: weights and optimizer, as
+        # host arrays, as saved models hold them) None when the model holds it still.
+        self.pending = None
+        self._last = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        if not _finite(logs):
+        if not finite(logs):
+            self.model.stop_training = True  # the trainer says what is kept
             return
-        save_checkpoint(self.model, self.folder, epoch + 1)  # the commit (see the module's docstring)
         accuracy = (logs or {}).get("val_accuracy")
-        if accuracy is not None and math.isfinite(accuracy) and accuracy > self.best_accuracy:
+        improved = accuracy is not None and math.isfinite(accuracy) and accuracy > self.best_accuracy
+        if improved:
             self.best_accuracy, self.best_epoch = float(accuracy), epoch + 1
-            save_model_atomic(self.model, self.folder.best_model)
-        self.folder.write_state(epoch + 1, self.best_accuracy, self.best_epoch)
-        for _, old in self.folder.checkpoints()[KEEP_CHECKPOINTS:]:
-            _remove_checkpoint(self.folder, old)
-        for old in self.folder.step_files():  # the mid-epoch checkpoints this one supersedes
+        last = (self.params or {}).get("epochs") == epoch + 1
+        stop = self.interrupt is not None and self.interrupt.requested
+        due, _ = agree_to_save(time.monotonic() - self._last >= self.gap or last or stop, self.interrupt,
+                               self.processes)
+        if due:
+            if improved:
+                self.pending = (epoch + 1, None)
+            self.commit(epoch + 1)
+        elif improved:  # kept until the next commit: a copy now, while the model (and its optimizer) hold it
+            self.pending = (epoch + 1, _state(self.model))
+
+    def commit(self, epochs, steps=0):
+        """Writes the pending best model, then the checkpoint after `epochs` epochs and `steps` steps (the commit),
+        then what derives from them (the module's docstring: the commit order)."""
+        model, folder = self.model, self.folder
+        folder.checkpoint_dir.mkdir(exist_ok=True)
+        if self.pending is not None:
+            epoch, state = self.pending
+            with _holding(model, state):
+                save_model_atomic(model, folder.best_checkpoint(epoch))
+        path = save_checkpoint(model, folder, epochs, steps)  # THE COMMIT
+        self.pending = None
+        folder.write_state(epochs, self.best_accuracy, self.best_epoch)
+        if self.best_epoch is not None:
+            link_best(folder, self.best_epoch)
+        for _, old in folder.checkpoints()[KEEP_CHECKPOINTS:]:
+            _remove_checkpoint(folder, old)
+        for _, old in folder.best_checkpoints()[KEEP_CHECKPOINTS:]:
             old.unlink(missing_ok=True)
+        for old in folder.step_files():  # the mid-epoch checkpoints this one supersedes
+            if old.stem != path.stem:
+                old.unlink(missing_ok=True)
+        self._last = time.monotonic()
+        return path
+
+
+class _holding:
+    """With a state given (`_state`: host arrays), the model and its optimizer hold it for the duration, then their
+    own again."""
+
+    def __init__(self, model, state):
+        self.model, self.state, self.own = model, state, None
+
+    def __enter__(self):
+        if self.state is not None:
+            self.own = _state(self.model)
+            _assign(self.model, self.state)
+
+    def __exit__(self, *exc):
+        if self.own is not None:
+            _assign(self.model, self.own)
+        return False
+
+
+def _state(model):
+    """The model's weights and its optimizer's variables, as host arrays: what a saved model holds."""
+    return [_value(v) for v in (*model.weights, *model.optimizer.variables)]
+
+
+def _assign(model, state):
+    for variable, value in zip((*model.weights, *model.optimizer.variables), state):
+        variable.assign(value)
+
+
+def link_best(folder, epoch):
+    """Makes best.keras the best model of `epoch` (checkpoints/best-NNNN.keras): a hard link, renamed into place;
+    a copy where the file system has no links. Returns whether that model was there."""
+    source = folder.best_checkpoint(epoch)
+    if not source.is_file():
+        return False
+    target = folder.best_model
+    if target.is_file() and os.path.samefile(source, target):
+        return True
+    tmp = atomic_target(target)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        copy_atomic(source, target)
+        return True
+    try:
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
 
 
 SEED_STATE = "seed_generator_state"  # the variables of keras.random.SeedGenerator (dropout, augmentation)
@@ -214,102 +322,24 @@ def best_so_far(state, done):
 def settle_best(folder, done):
     """At resume from `done` epochs: best.keras and state.json as the committed epochs say they are.
 
-    A crash between an epoch's checkpoint and its best.keras (or state.json)
-    leaves best.keras stale or missing; it is rebuilt from the best committed
-    epoch's checkpoint while that still exists.
+    A crash between a commit and its best.keras (or state.json) leaves
+    best.keras stale or missing; it is made again from the best committed
+    epoch's best-NNNN.keras (or, for runs written before those, its checkpoint)
+    while that still exists. Best models of epochs past the commit are removed.
     """
+    for epoch, path in folder.best_checkpoints():
+        if epoch > done:
+            path.unlink(missing_ok=True)
     if not done:  # nothing committed: the run starts again
         return
     accuracy, epoch = best_so_far(folder, done)
     recorded = folder.read_state().get("best_epoch")
-    stale = epoch is not None and (epoch != recorded or not folder.best_model.is_file())
-    if stale and folder.checkpoint_file(epoch).is_file():
-        copy_atomic(folder.checkpoint_file(epoch), folder.best_model)
-        log.info(f"best.keras rebuilt from the checkpoint of epoch {epoch}, the best committed one")
-    elif stale and not folder.best_model.is_file():
-        log.warning(f"best.keras is missing and the checkpoint of its epoch ({epoch}) is gone: it is written again "
-                    "when validation improves")
+    if epoch is not None and not link_best(folder, epoch):
+        stale = epoch != recorded or not folder.best_model.is_file()
+        if stale and folder.checkpoint_file(epoch).is_file():
+            copy_atomic(folder.checkpoint_file(epoch), folder.best_model)
+            log.info(f"best.keras rebuilt from the checkpoint of epoch {epoch}, the best committed one")
+        elif stale:
+            log.warning(f"best.keras does not hold epoch {epoch}, the best, whose model is gone: it is written "
+                        "again when validation improves")
     folder.write_state(done, accuracy, epoch)
-
-
-class StepCheckpoints(keras.callbacks.Callback):
-    """Mid-epoch checkpoints: every `minutes` of training, and at the step where a stop signal (or Ctrl-C) lands.
-
-    An epoch of ImageNet takes hours on a GPU and days on a CPU, longer than a
-    preemption's grace period: without these a stop loses the epoch so far.
-    Only the newest is kept, and the epoch's own checkpoint removes it. At an
-    epoch's last step nothing is saved: the epoch's checkpoint follows at once
-    (`StopOnInterrupt` waits for it). With several JAX processes saving is
-    collective, so after each step they agree whether to save: by the chief's
-    clock, or because any of them has received a signal.
-
-    Args:
-        folder: the RunFolder written.
-        minutes: training time between checkpoints; 0: only when stopped by a signal.
-        interrupt: the run's `DeferredInterrupt`.
-        processes: JAX processes.
-        first_step: steps of the first epoch done before this fit (a mid-epoch resume).
-    """
-
-    def __init__(self, folder, minutes, interrupt, processes=1, first_step=0):
-        super().__init__()
-        self.folder, self.seconds, self.interrupt = folder, 60 * float(minutes or 0), interrupt
-        self.processes, self.first_step = processes, first_step
-        self._epoch, self._offset, self._last = None, first_step, time.monotonic()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self._epoch is not None:  # only the first epoch of a resumed fit starts mid-way
-            self._offset = 0
-        self._epoch = epoch
-
-    def _agree(self, due):
-        """(save now, stop signal received) as all processes see it."""
-        if self.processes == 1:
-            return due or self.interrupt.requested, self.interrupt.requested
-        from jax.experimental import multihost_utils  # several processes: the JAX backend
-
-        flags = np.asarray(multihost_utils.process_allgather(
-            np.int32(int(due) | (int(self.interrupt.received or 0) << 1)))).reshape(-1)
-        received = int(np.max(flags >> 1))
-        if received and not self.interrupt.requested:  # another process's signal
-            self.interrupt.received = received
-        return bool(flags[0] & 1) or bool(received), bool(received)
-
-    def on_train_batch_end(self, batch, logs=None):
-        steps = self._offset + batch + 1
-        last = self.params.get("steps") is not None and batch + 1 == self.params["steps"]
-        save, _ = self._agree(bool(self.seconds) and time.monotonic() - self._last >= self.seconds)
-        if not save or last or not _finite(logs):
-            return
-        path = save_checkpoint(self.model, self.folder, self._epoch, steps)
-        for old in self.folder.step_files():
-            if old.stem != path.stem:
-                old.unlink(missing_ok=True)
-        self._last = time.monotonic()
-
-
-class RestoreMetrics(keras.callbacks.Callback):
-    """Adds back the metric sums of a resumed epoch's first steps, so that the epoch's logged loss and accuracy are
-    over all of its steps, as in an uninterrupted run.
-
-    Keras resets the metrics as an epoch begins and builds the compiled ones
-    only in the first step, so the saved sums are added after that step: every
-    metric here is a sum and a count (`Mean` and its wrappers), so adding is
-    the same as having never stopped.
-    """
-
-    def __init__(self, values):
-        super().__init__()
-        self.values = values
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.values is None:
-            return
-        variables = self.model.metrics_variables
-        if len(variables) != len(self.values):
-            log.warning(f"the checkpoint holds {len(self.values)} metric values, the model {len(variables)}: "
-                        "this epoch's figures cover only the steps after the resume")
-        else:
-            for variable, value in zip(variables, self.values):
-                variable.assign(variable + np.asarray(value, dtype=variable.dtype))
-        self.values = None  # the first step only

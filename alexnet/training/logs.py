@@ -49,6 +49,10 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):  # validation starts: the epoch's training part is over
         if self._started is not None and self._trained is None:
+            # The device may still run the last steps (JAX dispatches ahead): wait for the last one, once an epoch.
+            optimizer = getattr(self.model, "optimizer", None)
+            if optimizer is not None:
+                keras.ops.convert_to_numpy(optimizer.iterations)
             self._trained = time.perf_counter() - self._started
 
     def _writer(self, tf, name):
@@ -134,13 +138,36 @@ def trim_logs(folder, epochs_done):
             os.replace(tmp, events)
 
 
+class UnpaddedValidationLoss(keras.callbacks.Callback):
+    """Corrects the epoch's `val_loss` for the padding of the validation batches (`order.evaluation_batch`).
+
+    Keras's loss is the sum of the weighted losses over a batch's rows, padding
+    included, divided by its rows, and its mean over batches weighs each by its
+    rows: so `val_loss` is the true mean times n / (rows read). Accuracy is a
+    weighted metric and needs nothing. First among the callbacks: the others,
+    Keras's History and progress bar included, read the corrected figure.
+    """
+
+    def __init__(self, rows_read_per_row):
+        super().__init__()
+        self.factor = float(rows_read_per_row)  # `Feed.evaluation_size(n) / n`
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and "val_loss" in logs:
+            logs["val_loss"] = float(logs["val_loss"]) * self.factor
+
+
 class TimeEstimate(keras.callbacks.Callback):
     """Says early how long the run will take, so that no one waits hours in silence.
 
     After a short warm-up (compilation and the first steps are slower), it
     measures the time per step and prints the time per epoch and for the whole
     run; on a CPU, when the run would take long, it suggests what to change.
+    It reads the clock, not the step's figures: Keras may call it on a thread of
+    its own, while the device runs ahead (`async_safe`).
     """
+
+    async_safe = True
 
     def __init__(self, epochs_left, device, warmup_steps=5, measured_steps=10, long_seconds=900):
         super().__init__()

@@ -110,9 +110,9 @@ def resume_config(run_dir, epochs=None):
 
 
 def _committed(folder):
-    """Whether the run ever committed an epoch (checkpoints.py): its state says so, it logged a second epoch
-    (which starts only after the first is committed), or it wrote a model or its metrics."""
-    return (folder.read_state().get("epochs", 0) >= 1 or len(folder.read_history()) >= 2
+    """Whether the run ever committed an epoch (checkpoints.py): its state says so, or it wrote a model or its
+    metrics. (Its history says nothing: epochs shorter than --checkpoint-gap are logged but not committed.)"""
+    return (folder.read_state().get("epochs", 0) >= 1
             or any(path.is_file() for path in (folder.final_model, folder.best_model, folder.metrics_file)))
 
 

@@ -68,8 +68,8 @@ class DeferredInterrupt:
 
 
 class StopOnInterrupt(keras.callbacks.Callback):
-    """Stops training at the next safe point after a Ctrl-C or a stop signal: the end of a step, or of an epoch's
-    checkpoint.
+    """Stops training at the next safe point after a Ctrl-C or a stop signal: between two steps (as the next one
+    begins, on the main thread, reading no device value), or after an epoch's checkpoint.
 
     With several JAX processes every step is collective, so all must stop at the same step: after each step the
     processes share whether any has received a signal (one small all-gather), and all stop together, even where
@@ -82,18 +82,28 @@ class StopOnInterrupt(keras.callbacks.Callback):
         self.processes = processes
 
     def _check(self):
-        if self.processes > 1:
-            from jax.experimental import multihost_utils  # several processes: the JAX backend
-
-            received = int(np.max(multihost_utils.process_allgather(np.int32(self.interrupt.received or 0))))
-            if received and not self.interrupt.requested:  # another process's signal
-                self.interrupt.received = received
+        agree_to_save(False, self.interrupt, self.processes)  # with several processes: any one's signal
         self.interrupt.check()
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.params.get("steps") is not None and batch + 1 == self.params["steps"]:
-            return  # the epoch's last step: its checkpoint comes first (on_epoch_end checks)
-        self._check()
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch:  # between two steps of an epoch; after its last one, its checkpoint comes first (on_epoch_end)
+            self._check()
 
     def on_epoch_end(self, epoch, logs=None):
         self._check()
+
+
+def agree_to_save(due, interrupt, processes=1):
+    """(save now, stop signal received) as all processes see it: by the chief's `due` (its clock), or because any
+    process has received a signal. With one process, no exchange."""
+    requested = interrupt is not None and interrupt.requested
+    if processes == 1:
+        return due or requested, requested
+    from jax.experimental import multihost_utils  # several processes: the JAX backend
+
+    flags = np.asarray(multihost_utils.process_allgather(
+        np.int32(int(due) | (int(interrupt.received or 0) << 1)))).reshape(-1)
+    received = int(np.max(flags >> 1))
+    if received and not interrupt.requested:  # another process's signal
+        interrupt.received = received
+    return bool(flags[0] & 1) or bool(received), bool(received)

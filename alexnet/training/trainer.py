@@ -29,12 +29,12 @@ from alexnet.results.inference import StreamedImages
 from alexnet.results.report import LabelledImages, ReportOptions, metrics_from_report, summary_lines, write_report
 from alexnet.runs import REPORT_MD
 from alexnet.settings import recipes
-from alexnet.training.checkpoints import (Checkpoints, Position, RestoreMetrics, StepCheckpoints, best_so_far,
-                                          remove_superseded, restore, settle_best)
+from alexnet.training.checkpoints import Checkpoints, Position, best_so_far, remove_superseded, restore, settle_best
 from alexnet.training.inputs import fit_data
 from alexnet.training.job import clean_up, colour_basis, describe, prepare, run_folder, stopped_by
+from alexnet.training.mid_epoch import RestoreMetrics, StepCheckpoints
 from alexnet.training.logs import (TEST_EACH_EPOCH_COLUMNS, TOP5_COLUMNS, EpochLog, SkippedFileCount, TestEachEpoch,
-                                   TimeEstimate, trim_logs)
+                                   TimeEstimate, UnpaddedValidationLoss, trim_logs)
 from alexnet.training.stopping import DeferredInterrupt, StopOnInterrupt
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,8 @@ def _build(job):
         frozen = transfer.freeze(model, config.freeze)  # before compiling: the optimizer leaves them out
         compiling.compile_model(model, config, job.steps_per_epoch, jit=job.speed["jit"], lr=job.global_lr)
         if job.speed["jit"] and not model.jit_compile:  # Keras said so only in a warning
-            console.note(log, "XLA is off after all: Keras cannot compile this model with it (on TensorFlow, the "
-                              "recipe's random translation has no XLA kernel); training without it")
+            console.note(log, "XLA is off after all: Keras cannot compile this model with it (a layer it holds has "
+                              "no XLA kernel, or TensorFlow's op determinism is on); training without it")
         position = restore(model, job.state) if job.resumed else Position()
         if config.init_from is not None and position == Position():  # a new run (or one that crashed before epoch 1)
             _initialize(job, model, frozen)
@@ -142,9 +142,9 @@ def _fit(job, model, position):
 def fit_callbacks(job, start, validation, test_data):
     """The callbacks of a fit from `start` (a `Position`), in the order their work needs.
 
-    The order is the contract: what adds to an epoch's logs (TestEachEpoch) runs before what writes them
-    (EpochLog); the epoch is logged before it is checkpointed; a step's checkpoint is saved before
-    StopOnInterrupt, last, stops the run, so that a stop always lands after a complete checkpoint.
+    The order is the contract: what changes or adds to an epoch's logs (UnpaddedValidationLoss, TestEachEpoch)
+    runs before what writes them (EpochLog); the epoch is logged before it is checkpointed; a step's checkpoint
+    is saved before StopOnInterrupt, last, stops the run, so that a stop always lands after a complete checkpoint.
     Every process saves (others into their own temporary folder): with several JAX processes, saving reads
     sharded arrays and takes all processes at once, so all must decide alike when to save best.keras, from
     the same (the chief's) state.
@@ -155,14 +155,19 @@ def fit_callbacks(job, start, validation, test_data):
     share = 1 - start.step / job.steps_per_epoch  # of the first epoch's images that this fit trains on
     test_each_epoch = [TestEachEpoch(test_data, job.feed.evaluation_steps(len(splits.x_test)) if job.streamed
                                      else None)] if config.test_each_epoch else []  # benchmarks only
-    return [*test_each_epoch,
+    validated = len(splits.x_val)
+    checkpoints = Checkpoints(job.folder, best_so_far(job.state, start.epoch), config.checkpoint_gap, job.interrupt,
+                              processes)
+    # Keras calls the per-step end hooks on a thread of their own, and the device runs ahead, only where every
+    # callback that has one is async-safe: TimeEstimate is; RestoreMetrics (a mid-epoch resume's first fit) is not.
+    return [*([UnpaddedValidationLoss(job.feed.evaluation_size(validated) / validated)] if validated else []),
+            *test_each_epoch,
             EpochLog(job.folder, job.images_per_epoch, columns, first_share=share, validation=validation),
-            Checkpoints(job.folder, best_so_far(job.state, start.epoch)),
-            keras.callbacks.TerminateOnNaN(),
+            checkpoints,
             TimeEstimate(config.epochs - start.epoch, job.speed["device"]),
             SkippedFileCount(job.skips),
-            RestoreMetrics(start.metrics),
-            StepCheckpoints(job.folder, config.checkpoint_every, job.interrupt, processes, start.step),
+            *([RestoreMetrics(start.metrics)] if start.metrics is not None else []),
+            StepCheckpoints(checkpoints, config.checkpoint_every, job.interrupt, processes, start.step),
             StopOnInterrupt(job.interrupt, processes)]
 
 
@@ -192,7 +197,7 @@ def _fit_epochs(job, model, start, last):
         raise Interrupted(f"{stopped_by(job)} after {where}; everything up to there is saved. Resume with: "
                           f"alexnet train --resume {run_folder(job)}", job.interrupt.exit_code) from None
     losses = history.history.get("loss", [])
-    if not all(math.isfinite(v) for v in losses):  # TerminateOnNaN stopped the epoch
+    if not all(math.isfinite(v) for v in losses):  # Checkpoints stopped the fit
         completed, checkpoint = job.state.latest_checkpoint()
         logged = len(job.folder.read_history())
         if checkpoint:
