@@ -29,9 +29,10 @@ class StepCheckpoints(keras.callbacks.Callback):
     The check runs as the next step begins (`on_train_batch_begin`), between
     steps on the main thread, and reads the clock and the signal flag, never a
     device value: nothing here makes the host wait for the device (Keras runs the
-    per-step end hooks on a thread where no callback needs them on the main one). With several JAX
-    processes saving is collective, so before each step they agree whether to
-    save: by the chief's clock, or because any of them has received a signal.
+    per-step end hooks on a thread of its own where no callback needs the main
+    one). With several JAX processes saving is collective, so before each step
+    they agree whether to save: by the chief's clock, or because any of them has
+    received a signal.
 
     Args:
         checkpoints: the fit's `Checkpoints` (its folder and its best model waiting to be written).
@@ -55,8 +56,8 @@ class StepCheckpoints(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if batch == 0:  # nothing trained in this epoch yet
             return
-        save, _ = agree_to_save(bool(self.seconds) and time.monotonic() - self._last >= self.seconds, self.interrupt,
-                        self.processes)
+        due = bool(self.seconds) and time.monotonic() - self._last >= self.seconds
+        save, _ = agree_to_save(due, self.interrupt, self.processes)
         if not save:
             return
         model = self.model  # on JAX, this puts the training state back into the model's variables
