@@ -28,9 +28,11 @@ JAX the compiles JAX logs (JAX_LOG_COMPILES); on TensorFlow with --jit the XLA m
 """
 
 import argparse
+import atexit
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,6 +46,13 @@ RESULTS = ROOT / "bench" / "results" / "overhead.json"
 TITLE = "Overhead, compiles and XLA: what a run spends outside its steps"
 RAGGED_FLAGS = ["--recipe", "cpu", "--epochs", "3", "--limit-train", "1000", "--val-size", "200", "--limit-test",
                 "300", "--batch-size", "128"]
+
+
+def _scratch(prefix):
+    """A temporary folder, removed when this process ends (each run writes hundreds of MB)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def overhead(args, extra):
@@ -74,7 +83,7 @@ def overhead(args, extra):
         return [FitClock(), *make_callbacks(*a, **k)]
 
     trainer.fit_callbacks = timed_callbacks
-    run_dir = Path(tempfile.mkdtemp(prefix="overhead-")) / "run"
+    run_dir = _scratch("overhead-") / "run"
     started = time.perf_counter()
     config = alexnet.TrainConfig.from_flags({"data": str(DATA), "recipe": "cpu", "limit_train": 4096, "epochs": 5,
                                             "seed": args.seed, "run_dir": str(run_dir), **json.loads(extra or "{}")})
@@ -95,7 +104,7 @@ def overhead(args, extra):
 
 def compiles(args):
     """Compiles per step function over a ragged 3-epoch run (one JSON line)."""
-    run_dir = Path(tempfile.mkdtemp(prefix="compiles-")) / "run"
+    run_dir = _scratch("compiles-") / "run"
     env = {**os.environ, "PYTHONPATH": args.code}
     command = [sys.executable, "-m", "alexnet", "--debug", "train", "--data", str(DATA), "--backend", args.backend,
                *RAGGED_FLAGS, "--run-dir", str(run_dir)]
@@ -104,7 +113,7 @@ def compiles(args):
         result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=args.code)  # -m: cwd first
         found = re.findall(r"Compiling jit\((\w+_step)", result.stdout + result.stderr)
     else:
-        dump = Path(tempfile.mkdtemp(prefix="xla-dump-"))
+        dump = _scratch("xla-dump-")
         env["XLA_FLAGS"] = f"--xla_dump_to={dump}"
         result = subprocess.run(command + ["--jit"], capture_output=True, text=True, env=env, cwd=args.code)
         # One numbered module per XLA compile. On TensorFlow, Keras's train, test and predict steps are all
@@ -162,7 +171,7 @@ def xla(args):
 
 def start_line(code):
     """The line `alexnet train --recipe cpu --jit` opens with that says whether XLA is on, and any XLA note."""
-    run_dir = Path(tempfile.mkdtemp(prefix="xla-")) / "run"
+    run_dir = _scratch("xla-") / "run"
     result = subprocess.run([sys.executable, "-m", "alexnet", "train", "--data", str(DATA), "--recipe", "cpu", "--jit",
                              "--epochs", "1", "--limit-train", "512", "--limit-test", "100", "--run-dir", str(run_dir)],
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": code}, cwd=code)
