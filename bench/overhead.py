@@ -261,16 +261,22 @@ def write(args):
                      f"{rows[0]['images']:,} | {100 * share[0]:.1f}% ± {100 * share[1]:.1f} | "
                      f"{100 * outside[0]:.1f}% ± {100 * outside[1]:.1f} | {100 * first[0]:.1f}% ± {100 * first[1]:.1f} | "
                      f"{', '.join(rows[0]['checkpoints_left'])} |")
+    before = results.get("before", {}).get("overhead")
+    saving = ""
+    if before:  # each epoch of that checkout saved a checkpoint (and best.keras when it improved), outside the epochs
+        per_epoch = statistics.mean((row["fit_s"] - sum(row["history_s"])) / len(row["history_s"]) for row in before)
+        big = 466 / 173 * per_epoch  # the 227 px model with its optimizer, counting the epoch's time as one save
+        saving = (f" (before, an epoch's checkpoint and, when validation improved, best.keras, 173 MB each, took "
+                  f"{per_epoch:.1f} s here; at that rate the 227 px model's 466 MB takes at most {big:.1f} s, "
+                  f"{100 * big / 60:.0f}% of 60 s)")
     lines += ["", "What is left of the overhead is the compile (once, in the first epoch) and validation (455 images "
-              "an epoch against 4,096 trained, at about a third of a training image's cost), neither of which this "
-              "change could remove; what it could, the time outside the epochs (an epoch checkpoint and a "
-              "best.keras of 173 MB each, every epoch), it cut to one commit at the end. With a step 50x faster "
-              "(a GPU), the shares stay bounded: validation keeps its share (it is steps too); checkpoints cost at "
-              "most one save per `--checkpoint-gap` (60 s; a 466 MB save of the 227 px model takes a second or two, "
-              "under 3%); no step waits for the host (JAX and PyTorch run the per-step callbacks on Keras's "
-              "thread); and each step function compiles once, kept by JAX's persistent compilation cache for the "
-              "next process. The compile is the one share that grows as the steps shrink: on a 70-second GPU run "
-              "it can pass 10% the first time, which only a measurement on a GPU can say."]
+              "an epoch against 4,096 trained), neither of which this change could remove; what it could, the time "
+              "outside the epochs (an epoch checkpoint and a best.keras of 173 MB each, every epoch), it cut to one "
+              "commit at the end. With a step 50x faster (a GPU), the shares stay bounded: validation keeps its "
+              "share (it is steps too); checkpoints cost at most one save per `--checkpoint-gap`" + saving + "; no "
+              "step waits for the host (JAX and PyTorch run the per-step callbacks on Keras's thread); and each step "
+              "function compiles once, kept by JAX's persistent compilation cache for the next process. The "
+              "compile is the one share that grows as the steps shrink; how large it is on a GPU is not measured."]
     lines += ["", "**XLA on TensorFlow**: the `cpu` recipe's training step (67 px, batch 256, its shifts and flips in "
               "the model), with and without `--jit`; `model.jit_compile` is Keras's own flag after compiling (it "
               "turns it off, with a warning, when a layer cannot be compiled).", "",
